@@ -1,0 +1,241 @@
+//! Framing: complete commands (literals included), AUTHENTICATE data lines and IDLE
+//! `DONE`, read from a [`Conn`] with imap-codec's `Fragmentizer`, within limits.
+//!
+//! Limits are enforced here, before bytes are buffered:
+//! - a line longer than `max_command_bytes` ends the connection (there is no safe way to
+//!   find the next command boundary in an endless line);
+//! - a synchronising literal larger than allowed (`max_literal_bytes` for APPEND,
+//!   `max_command_bytes` otherwise) is refused with `NO [TOOBIG]` *before* the client
+//!   sends it (no `+` continuation), and the command is skipped;
+//! - a non-synchronising literal (LITERAL+) larger than allowed gets `BAD [TOOBIG]` and
+//!   the connection is closed (RFC 7888 section 4), since its bytes are already coming.
+
+use std::io;
+
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::auth::AuthenticateData;
+use imap_codec::imap_types::command::Command;
+use imap_codec::imap_types::core::{LiteralMode, Tag};
+use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::net::Conn;
+
+/// Size limits of the framing layer.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_command_bytes: u32,
+    pub max_literal_bytes: u32,
+}
+
+/// What the client sent.
+pub enum Incoming {
+    Command(Command<'static>),
+    /// Could not be parsed as a command; answer `BAD` (tagged when a tag was readable).
+    Malformed { tag: Option<Tag<'static>> },
+    /// A synchronising literal was refused before it was sent: answer `NO [TOOBIG]`.
+    LiteralRefused { tag: Option<Tag<'static>> },
+    /// A non-synchronising literal or a line too long to accept: answer and close.
+    Overflow { tag: Option<Tag<'static>> },
+    /// The client closed the connection.
+    Closed,
+}
+
+/// A line of an AUTHENTICATE exchange.
+pub enum AuthLine {
+    Data(Vec<u8>),
+    Cancel,
+    Malformed,
+    Closed,
+}
+
+/// The framed connection.
+pub struct Framed {
+    conn: Conn,
+    frag: Fragmentizer,
+    limits: FrameLimits,
+    buf: Box<[u8]>,
+    /// Bytes handed to the fragmentizer since it last produced a fragment: bounds what
+    /// it may hold unparsed.
+    pending: usize,
+    /// Length of the literal the fragmentizer is reading now, if any.
+    awaiting_literal: usize,
+    /// Literal bytes accepted so far for the current command.
+    literal_total: u64,
+    /// Bytes read and written, for metrics.
+    pub bytes_in: u64,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Framed {
+    pub fn new(conn: Conn, limits: FrameLimits) -> Self {
+        Framed {
+            conn,
+            frag: new_fragmentizer(limits),
+            limits,
+            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            pending: 0,
+            awaiting_literal: 0,
+            literal_total: 0,
+            bytes_in: 0,
+        }
+    }
+
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// Upgrades to TLS; anything the client pipelined after STARTTLS is discarded (RFC 2595).
+    pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
+        self.frag = new_fragmentizer(self.limits);
+        self.pending = 0;
+        self.awaiting_literal = 0;
+        self.literal_total = 0;
+        self.conn.start_tls(acceptor).await
+    }
+
+    /// Writes bytes (responses are buffered by the caller and written in one go).
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.conn.write_all(bytes).await?;
+        self.conn.flush().await
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.conn.shutdown().await;
+    }
+
+    /// One read from the socket into the fragmentizer. Cancel-safe: a read that did not
+    /// complete consumed nothing. Returns false on EOF.
+    async fn read_more(&mut self) -> io::Result<bool> {
+        let n = self.conn.read(&mut self.buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.bytes_in += n as u64;
+        self.pending += n;
+        self.frag.enqueue_bytes(&self.buf[..n]);
+        Ok(true)
+    }
+
+    /// Whether more unparsed bytes are buffered than any legal next fragment needs.
+    fn over_pending_limit(&self) -> bool {
+        self.pending > self.awaiting_literal + self.limits.max_command_bytes as usize
+    }
+
+    /// Reads the next complete command. `literal_plus` says whether LITERAL+ is
+    /// advertised (non-synchronising literals accepted without continuation).
+    pub async fn read_command(&mut self) -> io::Result<Incoming> {
+        loop {
+            let Some(info) = self.frag.progress() else {
+                if self.over_pending_limit() {
+                    return Ok(Incoming::Overflow { tag: self.tag() });
+                }
+                if !self.read_more().await? {
+                    return Ok(Incoming::Closed);
+                }
+                continue;
+            };
+            let range = info.range();
+            self.pending = self.pending.saturating_sub(range.len());
+            self.awaiting_literal = 0;
+            if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = info {
+                let limit = if self.is_append() { self.limits.max_literal_bytes } else { self.limits.max_command_bytes };
+                self.literal_total += u64::from(length);
+                if self.literal_total > u64::from(limit) {
+                    let tag = self.tag();
+                    self.literal_total = 0;
+                    match mode {
+                        LiteralMode::Sync => {
+                            self.frag.skip_message();
+                            return Ok(Incoming::LiteralRefused { tag });
+                        }
+                        LiteralMode::NonSync => return Ok(Incoming::Overflow { tag }),
+                    }
+                }
+                self.awaiting_literal = length as usize;
+                if mode == LiteralMode::Sync {
+                    self.write_all(b"+ Ready for literal data\r\n").await?;
+                }
+                continue;
+            }
+            if !self.frag.is_message_complete() {
+                continue;
+            }
+            self.literal_total = 0;
+            let decoded = self.frag.decode_message(&CommandCodec::default());
+            return Ok(match decoded {
+                Ok(command) => Incoming::Command(command.into_static()),
+                Err(_) => Incoming::Malformed { tag: self.tag() },
+            });
+        }
+    }
+
+    /// Reads one line of AUTHENTICATE data.
+    pub async fn read_auth_line(&mut self) -> io::Result<AuthLine> {
+        loop {
+            let Some(info) = self.frag.progress() else {
+                if self.over_pending_limit() {
+                    return Ok(AuthLine::Malformed);
+                }
+                if !self.read_more().await? {
+                    return Ok(AuthLine::Closed);
+                }
+                continue;
+            };
+            self.pending = self.pending.saturating_sub(info.range().len());
+            if !self.frag.is_message_complete() {
+                // A literal in an AUTHENTICATE line is not allowed: refuse it unread.
+                self.frag.skip_message();
+                return Ok(AuthLine::Malformed);
+            }
+            return Ok(match self.frag.decode_message(&AuthenticateDataCodec::default()) {
+                Ok(AuthenticateData::Continue(data)) => AuthLine::Data(data.declassify().to_vec()),
+                Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
+                Err(_) => AuthLine::Malformed,
+            });
+        }
+    }
+
+    /// Waits for IDLE's `DONE`. Cancel-safe, so it can race change notifications.
+    /// Returns Ok(true) on DONE, Ok(false) on anything else or EOF.
+    pub async fn read_idle_done(&mut self) -> io::Result<bool> {
+        loop {
+            let Some(info) = self.frag.progress() else {
+                if self.over_pending_limit() {
+                    return Ok(false);
+                }
+                if !self.read_more().await? {
+                    return Ok(false);
+                }
+                continue;
+            };
+            self.pending = self.pending.saturating_sub(info.range().len());
+            if !self.frag.is_message_complete() {
+                self.frag.skip_message();
+                return Ok(false);
+            }
+            return Ok(self.frag.decode_message(&IdleDoneCodec::default()).is_ok());
+        }
+    }
+
+    fn tag(&self) -> Option<Tag<'static>> {
+        self.frag.decode_tag().map(IntoStatic::into_static)
+    }
+
+    /// Whether the command being framed is an APPEND (whose literal may be large).
+    fn is_append(&self) -> bool {
+        let bytes = self.frag.message_bytes();
+        let mut words = bytes.splitn(3, |b| *b == b' ');
+        let _tag = words.next();
+        matches!(words.next(), Some(name) if name.eq_ignore_ascii_case(b"APPEND"))
+    }
+}
+
+fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {
+    // Room for one full-size literal plus the command around it; more is dropped and the
+    // command then fails to decode (MessageTooLong), so memory stays bounded.
+    let max = limits.max_literal_bytes.saturating_add(limits.max_command_bytes.saturating_mul(2));
+    Fragmentizer::new(max)
+}

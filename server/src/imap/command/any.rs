@@ -1,0 +1,64 @@
+//! Commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID; and ENABLE, NAMESPACE.
+
+use imap_codec::imap_types::core::{IString, NString, Vec1};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+
+use crate::imap::error::{CmdResult, Done};
+use crate::imap::response;
+use crate::imap::session::{Session, State};
+
+pub fn capability(s: &mut Session) -> CmdResult {
+    let line = format!("* CAPABILITY {}\r\n", s.capabilities());
+    s.out.extend_from_slice(line.as_bytes());
+    Ok(Done::text("Capability completed."))
+}
+
+/// NOOP: the session catches up after every command, which is all NOOP is for.
+pub fn noop(_s: &mut Session) -> CmdResult {
+    Ok(Done::text("NOOP completed."))
+}
+
+pub fn logout(s: &mut Session) -> CmdResult {
+    s.out.extend_from_slice(b"* BYE Logging out.\r\n");
+    s.state = State::Logout;
+    Ok(Done::text("Logout completed."))
+}
+
+/// RFC 2971 ID: the client's fields are only logged (never secrets: ID carries none).
+pub fn id(s: &mut Session, parameters: Option<Vec<(IString<'static>, NString<'static>)>>) -> CmdResult {
+    if let Some(params) = parameters {
+        let fields: Vec<String> = params
+            .iter()
+            .take(30)
+            .map(|(k, v)| {
+                let v = v.0.as_ref().map(|v| String::from_utf8_lossy(v.as_ref()).into_owned());
+                format!("{}={}", String::from_utf8_lossy(k.as_ref()), v.unwrap_or_else(|| "NIL".into()))
+            })
+            .collect();
+        tracing::debug!(peer = %s.info.peer, client = fields.join(", "), "ID");
+    }
+    let mut line = b"* ID (".to_vec();
+    response::string(&mut line, b"name");
+    line.push(b' ');
+    response::string(&mut line, b"cpmstore");
+    line.push(b' ');
+    response::string(&mut line, b"version");
+    line.push(b' ');
+    response::string(&mut line, env!("CARGO_PKG_VERSION").as_bytes());
+    line.extend_from_slice(b")\r\n");
+    s.out.extend_from_slice(&line);
+    Ok(Done::text("ID completed."))
+}
+
+/// RFC 5161 ENABLE: none of the capabilities we advertise needs enabling yet, so
+/// nothing is enabled and the untagged ENABLED lists nothing.
+pub fn enable(s: &mut Session, _capabilities: Vec1<CapabilityEnable<'static>>) -> CmdResult {
+    s.out.extend_from_slice(b"* ENABLED\r\n");
+    Ok(Done::text("Enabled."))
+}
+
+/// RFC 2342: one personal namespace, `/` separated.
+pub fn namespace(s: &mut Session) -> CmdResult {
+    s.out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+    Ok(Done::text("Namespace completed."))
+}

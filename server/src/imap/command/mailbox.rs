@@ -1,0 +1,163 @@
+//! CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, STATUS.
+
+use cpmstore_storage::{Error as StoreError, NewMailbox};
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::status::StatusDataItemName;
+
+use super::mailbox_name;
+use crate::imap::error::{CmdError, CmdResult, Done};
+use crate::imap::response;
+use crate::imap::session::{Session, State};
+
+/// Longest mailbox name we accept, in bytes.
+const MAX_NAME: usize = 255;
+/// Deepest hierarchy we accept.
+const MAX_DEPTH: usize = 16;
+
+/// Checks a name for CREATE / RENAME's target; returns it without a trailing `/`.
+pub fn valid_new_name(name: &str) -> CmdResult<String> {
+    let name = name.strip_suffix('/').unwrap_or(name);
+    let bad = name.is_empty()
+        || name.len() > MAX_NAME
+        || name.starts_with('/')
+        || name.contains("//")
+        || name.split('/').count() > MAX_DEPTH
+        || name.chars().any(|c| c.is_control() || c == '*' || c == '%');
+    if bad {
+        return Err(CmdError::bad("Invalid mailbox name."));
+    }
+    Ok(name.to_string())
+}
+
+fn account(s: &Session) -> CmdResult<cpmstore_storage::AccountId> {
+    s.user().map(|u| u.id).ok_or_else(|| CmdError::bad("Not logged in."))
+}
+
+pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
+    let account = account(s)?;
+    let name = mailbox_name(mailbox)?;
+    if name == "INBOX" {
+        return Err(CmdError::no_code("ALREADYEXISTS", "Mailbox already exists."));
+    }
+    let name = valid_new_name(&name)?;
+    // Create missing superiors too (RFC 3501 6.3.3).
+    let parts: Vec<&str> = name.split('/').collect();
+    for depth in 1..parts.len() {
+        let parent = parts[..depth].join("/");
+        let new = NewMailbox { name: parent, special_use: None, subscribed: false };
+        match s.ctx.store.create_mailbox(account, new).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let new = NewMailbox { name, special_use: None, subscribed: false };
+    match s.ctx.store.create_mailbox(account, new).await {
+        Ok(_) => Ok(Done::text("Create completed.")),
+        Err(StoreError::AlreadyExists(_)) => Err(CmdError::no_code("ALREADYEXISTS", "Mailbox already exists.")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
+    let account = account(s)?;
+    let name = mailbox_name(mailbox)?;
+    if name == "INBOX" {
+        return Err(CmdError::no("INBOX can't be deleted."));
+    }
+    let all = s.ctx.store.list_mailboxes(account).await?;
+    if !all.iter().any(|m| m.name == name) {
+        return Err(CmdError::nonexistent());
+    }
+    let prefix = format!("{name}/");
+    if all.iter().any(|m| m.name.starts_with(&prefix)) {
+        return Err(CmdError::no_code("HASCHILDREN", "Mailbox has children, delete them first."));
+    }
+    let selected_here = matches!(&s.state, State::Selected { view, .. } if view.mailbox.name == name);
+    s.ctx.store.delete_mailbox(account, &name).await?;
+    if selected_here {
+        // The selected mailbox is gone: back to the authenticated state.
+        if let Some(user) = s.user().cloned() {
+            s.state = State::Authenticated { user };
+        }
+        s.out.extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
+        s.next = crate::imap::session::Next::Close;
+    }
+    Ok(Done::text("Delete completed."))
+}
+
+pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> CmdResult {
+    let account = account(s)?;
+    let from = mailbox_name(from)?;
+    let to = mailbox_name(to)?;
+    if to == "INBOX" {
+        return Err(CmdError::no_code("ALREADYEXISTS", "Target mailbox already exists."));
+    }
+    let to = valid_new_name(&to)?;
+    if to == from || to.starts_with(&format!("{from}/")) {
+        return Err(CmdError::no("Can't rename a mailbox under itself."));
+    }
+    match s.ctx.store.rename_mailbox(account, &from, &to).await {
+        Ok(()) => Ok(Done::text("Rename completed.")),
+        Err(StoreError::NotFound(_)) => Err(CmdError::nonexistent()),
+        Err(StoreError::AlreadyExists(_)) => Err(CmdError::no_code("ALREADYEXISTS", "Target mailbox already exists.")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdResult {
+    let account = account(s)?;
+    let name = mailbox_name(mailbox)?;
+    match s.ctx.store.set_subscribed(account, &name, on).await {
+        Ok(()) => Ok(Done::text(if on { "Subscribe completed." } else { "Unsubscribe completed." })),
+        Err(StoreError::NotFound(_)) => Err(CmdError::nonexistent()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn status(s: &mut Session, mailbox: &Mailbox<'_>, items: &[StatusDataItemName]) -> CmdResult {
+    let account = account(s)?;
+    let name = mailbox_name(mailbox)?;
+    let mb = match s.ctx.store.mailbox(account, &name).await {
+        Ok(mb) => mb,
+        Err(StoreError::NotFound(_)) => return Err(CmdError::nonexistent()),
+        Err(e) => return Err(e.into()),
+    };
+    let counts = s.ctx.store.mailbox_counts(account, mb.id).await?;
+    let mut parts = Vec::new();
+    for item in items {
+        match item {
+            StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", counts.messages)),
+            StatusDataItemName::Recent => {
+                // \Recent belongs to the session that has the mailbox selected; ours
+                // when it is this one.
+                let recent = match &s.state {
+                    State::Selected { view, .. } if view.mailbox.id == mb.id => view.recent_count(),
+                    _ => 0,
+                };
+                parts.push(format!("RECENT {recent}"));
+            }
+            StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
+            StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", mb.uidvalidity)),
+            StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", counts.unseen)),
+            _ => return Err(CmdError::bad("Unsupported STATUS item.")),
+        }
+    }
+    let mut line = b"* STATUS ".to_vec();
+    response::mailbox(&mut line, &mb.name);
+    line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+    s.out.extend_from_slice(&line);
+    Ok(Done::text("Status completed."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_new_name;
+
+    #[test]
+    fn names() {
+        assert_eq!(valid_new_name("a/b/").unwrap(), "a/b");
+        for bad in ["", "/a", "a//b", "a*", "a%b", "a\u{7}b", &"x".repeat(300)] {
+            assert!(valid_new_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

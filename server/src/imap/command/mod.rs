@@ -1,0 +1,115 @@
+//! One file per command or family: build typed arguments from the imap-types
+//! `CommandBody`, run them against the `Store`, write untagged responses into
+//! `Session::out`, return the tagged OK's code and text (or an error).
+
+pub mod any;
+pub mod append;
+pub mod auth;
+pub mod copy;
+pub mod expunge;
+pub mod fetch;
+pub mod idle;
+pub mod list;
+pub mod mailbox;
+pub mod search;
+pub mod select;
+pub mod store;
+
+use cpmstore_storage::{Flags, SystemFlags};
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::flag::Flag;
+use imap_codec::imap_types::mailbox::Mailbox;
+
+use super::error::{CmdError, CmdResult, Done};
+use super::session::Session;
+
+/// Runs a command that the session's state allows.
+pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) -> CmdResult {
+    use CommandBody as C;
+    match body {
+        C::Capability => any::capability(s),
+        C::Noop => any::noop(s),
+        C::Logout => any::logout(s),
+        C::Id { parameters } => any::id(s, parameters),
+        C::Enable { capabilities } => any::enable(s, capabilities),
+        C::Namespace => any::namespace(s),
+        C::StartTLS => auth::starttls(s),
+        C::Login { username, password } => auth::login(s, username, password).await,
+        C::Authenticate { mechanism, initial_response } => {
+            auth::authenticate(s, mechanism, initial_response).await
+        }
+        C::Select { mailbox } => select::select(s, &mailbox, false).await,
+        C::Examine { mailbox } => select::select(s, &mailbox, true).await,
+        C::Create { mailbox } => mailbox::create(s, &mailbox).await,
+        C::Delete { mailbox } => mailbox::delete(s, &mailbox).await,
+        C::Rename { from, to } => mailbox::rename(s, &from, &to).await,
+        C::Subscribe { mailbox } => mailbox::subscribe(s, &mailbox, true).await,
+        C::Unsubscribe { mailbox } => mailbox::subscribe(s, &mailbox, false).await,
+        C::List { reference, mailbox_wildcard } => list::list(s, &reference, &mailbox_wildcard, false).await,
+        C::Lsub { reference, mailbox_wildcard } => list::list(s, &reference, &mailbox_wildcard, true).await,
+        C::Status { mailbox, item_names } => mailbox::status(s, &mailbox, &item_names).await,
+        C::Append { mailbox, flags, date, message } => append::append(s, &mailbox, flags, date, message).await,
+        C::Idle => idle::idle(s).await,
+        C::Check => Ok(Done::text("Check completed.")),
+        C::Close => expunge::close(s).await,
+        C::Unselect => expunge::unselect(s),
+        C::Expunge => expunge::expunge(s, None).await,
+        C::ExpungeUid { sequence_set } => expunge::expunge(s, Some(&sequence_set)).await,
+        C::Search { charset, criteria, uid } => search::search(s, charset, criteria, uid).await,
+        C::Fetch { sequence_set, macro_or_item_names, uid } => {
+            fetch::fetch(s, &sequence_set, macro_or_item_names, uid).await
+        }
+        C::Store { sequence_set, kind, response, flags, uid } => {
+            store::store(s, &sequence_set, kind, response, &flags, uid).await
+        }
+        C::Copy { sequence_set, mailbox, uid } => copy::copy(s, &sequence_set, &mailbox, uid, false).await,
+        C::Move { sequence_set, mailbox, uid } => copy::copy(s, &sequence_set, &mailbox, uid, true).await,
+        other => {
+            let _ = tag;
+            Err(CmdError::bad(format!("Unsupported command {}.", other.name())))
+        }
+    }
+}
+
+/// The storage name of a mailbox argument: `INBOX` (any case) or the name as sent.
+pub fn mailbox_name(m: &Mailbox<'_>) -> CmdResult<String> {
+    match m {
+        Mailbox::Inbox => Ok("INBOX".into()),
+        Mailbox::Other(other) => {
+            let name = std::str::from_utf8(other.inner().as_ref())
+                .map_err(|_| CmdError::bad("Mailbox name is not valid UTF-8 / modified UTF-7."))?;
+            // "INBOX/child" keeps INBOX's canonical spelling.
+            if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
+                return Ok(format!("INBOX/{}", &name[6..]));
+            }
+            Ok(name.to_string())
+        }
+    }
+}
+
+/// Converts a flag list from the wire; `\Recent` and unknown system flags are refused.
+pub fn to_flags(list: &[Flag<'_>]) -> CmdResult<Flags> {
+    let mut flags = Flags::default();
+    for f in list {
+        let bit = match f {
+            Flag::Seen => SystemFlags::SEEN,
+            Flag::Answered => SystemFlags::ANSWERED,
+            Flag::Flagged => SystemFlags::FLAGGED,
+            Flag::Deleted => SystemFlags::DELETED,
+            Flag::Draft => SystemFlags::DRAFT,
+            Flag::Keyword(atom) => {
+                let kw = atom.inner().to_string();
+                if !flags.keywords.iter().any(|k| k.eq_ignore_ascii_case(&kw)) {
+                    flags.keywords.push(kw);
+                }
+                continue;
+            }
+            Flag::Extension(ext) => {
+                return Err(CmdError::bad(format!("Invalid system flag \\{}.", ext.inner().inner())));
+            }
+        };
+        flags.system.0 |= bit;
+    }
+    flags.keywords.sort_by_key(|k| k.to_ascii_lowercase());
+    Ok(flags)
+}

@@ -1,0 +1,110 @@
+//! The one place that maps errors to IMAP answers.
+
+use cpmstore_storage::Error as StoreError;
+
+/// Why a command did not complete.
+#[derive(Debug)]
+pub enum CmdError {
+    /// `NO` with an optional response code.
+    No { code: Option<&'static str>, text: String },
+    /// `BAD`: the command is malformed or not allowed in this state.
+    Bad(String),
+    /// Storage failed.
+    Store(StoreError),
+    /// The connection must end (after `* BYE`).
+    Bye(String),
+    /// I/O on the connection failed: nothing more can be said.
+    Io(std::io::Error),
+}
+
+pub type CmdResult<T = Done> = Result<T, CmdError>;
+
+/// A command's successful completion: the tagged OK's code and text.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub code: Option<String>,
+    pub text: String,
+}
+
+impl Done {
+    pub fn text(text: impl Into<String>) -> Self {
+        Done { code: None, text: text.into() }
+    }
+    pub fn with_code(code: impl Into<String>, text: impl Into<String>) -> Self {
+        Done { code: Some(code.into()), text: text.into() }
+    }
+}
+
+impl CmdError {
+    pub fn no(text: impl Into<String>) -> Self {
+        CmdError::No { code: None, text: text.into() }
+    }
+    pub fn no_code(code: &'static str, text: impl Into<String>) -> Self {
+        CmdError::No { code: Some(code), text: text.into() }
+    }
+    pub fn bad(text: impl Into<String>) -> Self {
+        CmdError::Bad(text.into())
+    }
+    pub fn nonexistent() -> Self {
+        CmdError::no_code("NONEXISTENT", "Mailbox doesn't exist")
+    }
+}
+
+impl From<StoreError> for CmdError {
+    fn from(e: StoreError) -> Self {
+        CmdError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for CmdError {
+    fn from(e: std::io::Error) -> Self {
+        CmdError::Io(e)
+    }
+}
+
+/// The tagged status line for an error, e.g. `a1 NO [NONEXISTENT] Mailbox doesn't exist`.
+/// Storage failures are logged by the caller; the client gets no internal detail.
+pub fn status_line(tag: &str, err: &CmdError) -> String {
+    let (kind, code, text): (&str, Option<&str>, String) = match err {
+        CmdError::No { code, text } => ("NO", *code, text.clone()),
+        CmdError::Bad(text) => ("BAD", None, text.clone()),
+        CmdError::Store(e) => match e {
+            StoreError::NotFound(_) => ("NO", Some("NONEXISTENT"), "No such mailbox or message".into()),
+            StoreError::AlreadyExists(_) => ("NO", Some("ALREADYEXISTS"), "Already exists".into()),
+            StoreError::Invalid(what) => ("NO", Some("CANNOT"), what.clone()),
+            StoreError::OverQuota => ("NO", Some("OVERQUOTA"), "Quota exceeded".into()),
+            StoreError::Unreachable(_) | StoreError::Database(_) => {
+                ("NO", Some("UNAVAILABLE"), "Temporary storage failure, try again later".into())
+            }
+        },
+        CmdError::Bye(text) => ("BAD", None, text.clone()),
+        CmdError::Io(_) => ("BAD", None, "I/O error".into()),
+    };
+    let text = super::response::text(&text);
+    match code {
+        Some(code) => format!("{tag} {kind} [{code}] {text}\r\n"),
+        None => format!("{tag} {kind} {text}\r\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping() {
+        let cases = [
+            (CmdError::Store(StoreError::NotFound("x".into())), "a NO [NONEXISTENT] No such mailbox or message\r\n"),
+            (CmdError::Store(StoreError::AlreadyExists("x".into())), "a NO [ALREADYEXISTS] Already exists\r\n"),
+            (CmdError::Store(StoreError::OverQuota), "a NO [OVERQUOTA] Quota exceeded\r\n"),
+            (CmdError::bad("Unknown command"), "a BAD Unknown command\r\n"),
+            (CmdError::no_code("PRIVACYREQUIRED", "TLS first"), "a NO [PRIVACYREQUIRED] TLS first\r\n"),
+        ];
+        for (err, line) in cases {
+            assert_eq!(status_line("a", &err), line);
+        }
+        // Internal details never reach the client.
+        let line = status_line("a", &CmdError::Store(StoreError::Database("secret table detail".into())));
+        assert!(!line.contains("secret"));
+    }
+}

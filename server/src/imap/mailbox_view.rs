@@ -1,0 +1,318 @@
+//! What a selected session has told its client about the mailbox — the UID <-> sequence
+//! number map, each message's flags, the MODSEQ it has caught up to — and how it catches
+//! up with the store, emitting EXISTS / RECENT / EXPUNGE / FETCH FLAGS.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+
+use cpmstore_storage::{Flags, Mailbox, MailboxChanges, MessageMeta, UidRange};
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use super::response::flag_list;
+
+/// The selected mailbox as the client knows it.
+pub struct MailboxView {
+    pub mailbox: Mailbox,
+    pub read_only: bool,
+    /// UIDs in sequence order: `uids[seq - 1]`.
+    uids: Vec<u32>,
+    /// Flags parallel to `uids`.
+    flags: Vec<Flags>,
+    /// UIDs at or above this are \Recent for this session.
+    recent_from: u32,
+    /// The MODSEQ the view has caught up to.
+    pub modseq: u64,
+    /// Expunged in the store but not yet told (EXPUNGE is deferred during FETCH, STORE
+    /// and SEARCH so sequence numbers stay stable).
+    pending_expunge: BTreeSet<u32>,
+    /// Keywords the client has been told in FLAGS.
+    pub keywords: Vec<String>,
+}
+
+impl MailboxView {
+    pub fn new(mailbox: Mailbox, read_only: bool, messages: Vec<MessageMeta>, recent_from: u32, keywords: Vec<String>) -> Self {
+        let modseq = mailbox.highestmodseq;
+        let mut uids = Vec::with_capacity(messages.len());
+        let mut flags = Vec::with_capacity(messages.len());
+        for m in messages {
+            uids.push(m.uid);
+            flags.push(m.flags);
+        }
+        MailboxView { mailbox, read_only, uids, flags, recent_from, modseq, pending_expunge: BTreeSet::new(), keywords }
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.uids.len() as u32
+    }
+
+    pub fn recent_count(&self) -> u32 {
+        self.uids.iter().filter(|u| **u >= self.recent_from).count() as u32
+    }
+
+    pub fn is_recent(&self, uid: u32) -> bool {
+        uid >= self.recent_from
+    }
+
+    pub fn uid_of(&self, seq: u32) -> Option<u32> {
+        self.uids.get((seq as usize).checked_sub(1)?).copied()
+    }
+
+    pub fn seq_of(&self, uid: u32) -> Option<u32> {
+        self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
+    }
+
+    pub fn flags_of(&self, uid: u32) -> Option<&Flags> {
+        self.uids.binary_search(&uid).ok().map(|i| &self.flags[i])
+    }
+
+    pub fn is_expunged(&self, uid: u32) -> bool {
+        self.pending_expunge.contains(&uid)
+    }
+
+    pub fn last_uid(&self) -> u32 {
+        self.uids.last().copied().unwrap_or(0)
+    }
+
+    /// Records flags this session itself set (so catching up does not repeat them).
+    pub fn set_flags(&mut self, uid: u32, flags: Flags) {
+        if let Ok(i) = self.uids.binary_search(&uid) {
+            self.flags[i] = flags;
+        }
+    }
+
+    /// First sequence number without \Seen, for `[UNSEEN n]`.
+    pub fn first_unseen(&self) -> Option<u32> {
+        self.flags
+            .iter()
+            .position(|f| !f.system.contains(cpmstore_storage::SystemFlags::SEEN))
+            .map(|i| i as u32 + 1)
+    }
+
+    /// Resolves a sequence set to the UIDs of messages in the view, ascending. Sequence
+    /// numbers beyond EXISTS are an error (the client is out of sync), UIDs that do not
+    /// exist are ignored (RFC 3501 6.4.8).
+    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, String> {
+        let mut out = BTreeSet::new();
+        if uid {
+            let max = self.last_uid();
+            for seq in set.0.as_ref() {
+                let (a, b) = bounds(seq, max);
+                let (lo, hi) = (a.min(b), a.max(b));
+                let start = self.uids.partition_point(|u| *u < lo);
+                for &u in &self.uids[start..] {
+                    if u > hi {
+                        break;
+                    }
+                    out.insert(u);
+                }
+            }
+        } else {
+            let max = self.exists();
+            for seq in set.0.as_ref() {
+                let (a, b) = bounds(seq, max);
+                let (lo, hi) = (a.min(b), a.max(b));
+                if lo == 0 || hi > max {
+                    return Err("Invalid messageset".into());
+                }
+                for s in lo..=hi {
+                    if let Some(u) = self.uid_of(s) {
+                        out.insert(u);
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Catches up with what the store reports changed since `self.modseq`, appending the
+    /// untagged responses to `out`. EXPUNGE responses are only emitted when
+    /// `allow_expunge` (not during FETCH, STORE or SEARCH); until then the messages stay
+    /// in the view.
+    pub fn apply(&mut self, changes: MailboxChanges, allow_expunge: bool, out: &mut Vec<u8>) {
+        for uid in changes.expunged {
+            if self.uids.binary_search(&uid).is_ok() {
+                self.pending_expunge.insert(uid);
+            }
+        }
+        if allow_expunge {
+            self.flush_expunges(out);
+        }
+        let before = self.uids.len();
+        let mut flag_updates = Vec::new();
+        for meta in changes.changed {
+            match self.uids.binary_search(&meta.uid) {
+                Ok(i) => {
+                    if self.flags[i] != meta.flags && !self.pending_expunge.contains(&meta.uid) {
+                        self.flags[i] = meta.flags.clone();
+                        flag_updates.push(meta.uid);
+                    }
+                }
+                Err(_) if meta.uid > self.last_uid() => {
+                    self.uids.push(meta.uid);
+                    self.flags.push(meta.flags);
+                }
+                // Expunged before we ever saw it, or older than what we hold.
+                Err(_) => {}
+            }
+        }
+        for kw in self.flags.iter().flat_map(|f| f.keywords.iter()) {
+            if !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(kw)) {
+                self.keywords.push(kw.clone());
+                out.extend_from_slice(format!("* FLAGS {}\r\n", self.flags_line()).as_bytes());
+            }
+        }
+        if self.uids.len() != before {
+            out.extend_from_slice(format!("* {} EXISTS\r\n* {} RECENT\r\n", self.uids.len(), self.recent_count()).as_bytes());
+        }
+        for uid in flag_updates {
+            if let (Some(seq), Some(flags)) = (self.seq_of(uid), self.flags_of(uid)) {
+                let line = format!("* {seq} FETCH (UID {uid} FLAGS {})\r\n", flag_list(flags, self.is_recent(uid)));
+                out.extend_from_slice(line.as_bytes());
+            }
+        }
+        self.modseq = self.modseq.max(changes.highestmodseq);
+    }
+
+    /// Tells the client about expunges it has not heard of yet.
+    pub fn flush_expunges(&mut self, out: &mut Vec<u8>) {
+        if self.pending_expunge.is_empty() {
+            return;
+        }
+        // Highest sequence number first, so the earlier numbers stay valid as we go.
+        for uid in std::mem::take(&mut self.pending_expunge).into_iter().rev() {
+            if let Ok(i) = self.uids.binary_search(&uid) {
+                self.uids.remove(i);
+                self.flags.remove(i);
+                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+            }
+        }
+    }
+
+    /// The FLAGS line's list: system flags plus known keywords.
+    pub fn flags_line(&self) -> String {
+        let mut s = String::from("(\\Answered \\Flagged \\Deleted \\Seen \\Draft");
+        for kw in &self.keywords {
+            s.push(' ');
+            s.push_str(kw);
+        }
+        s.push(')');
+        s
+    }
+}
+
+fn bounds(seq: &Sequence, max: u32) -> (u32, u32) {
+    let v = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => max,
+    };
+    match seq {
+        Sequence::Single(s) => (v(s), v(s)),
+        Sequence::Range(a, b) => (v(a), v(b)),
+    }
+}
+
+/// Compresses ascending UIDs into ranges for the store.
+pub fn to_ranges(uids: &[u32]) -> Vec<UidRange> {
+    let mut ranges: Vec<UidRange> = Vec::new();
+    for &u in uids {
+        match ranges.last_mut() {
+            Some(r) if r.end.checked_add(1) == Some(u) => r.end = u,
+            _ => ranges.push(UidRange::one(u)),
+        }
+    }
+    ranges
+}
+
+/// Formats ascending UIDs as an IMAP sequence set (`1:3,7`), e.g. for COPYUID.
+pub fn uid_set_string(uids: &[u32]) -> String {
+    to_ranges(uids)
+        .iter()
+        .map(|r| if r.start == r.end { r.start.to_string() } else { format!("{}:{}", r.start, r.end) })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A sequence number for untagged responses.
+pub fn nz(n: u32) -> Option<NonZeroU32> {
+    NonZeroU32::new(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpmstore_storage::{AccountId, MailboxId};
+
+    fn meta(uid: u32) -> MessageMeta {
+        MessageMeta {
+            uid,
+            modseq: 1,
+            flags: Flags::default(),
+            internal_date: 0,
+            internal_date_tz: 0,
+            size: 1,
+            blob: String::new(),
+        }
+    }
+
+    fn view(uids: &[u32]) -> MailboxView {
+        let mailbox = Mailbox {
+            id: MailboxId(1),
+            account: AccountId(1),
+            name: "INBOX".into(),
+            uidvalidity: 1,
+            uidnext: 100,
+            highestmodseq: 5,
+            special_use: None,
+            subscribed: true,
+        };
+        MailboxView::new(mailbox, false, uids.iter().map(|u| meta(*u)).collect(), 100, vec![])
+    }
+
+    fn set(s: &str) -> SequenceSet {
+        SequenceSet::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn resolves_sequence_and_uid_sets() {
+        let v = view(&[3, 5, 9, 10]);
+        assert_eq!(v.resolve(&set("1:*"), false).unwrap(), vec![3, 5, 9, 10]);
+        assert_eq!(v.resolve(&set("2,4"), false).unwrap(), vec![5, 10]);
+        assert!(v.resolve(&set("5"), false).is_err());
+        assert_eq!(v.resolve(&set("4:9"), true).unwrap(), vec![5, 9]);
+        // 559:* includes the last message even when 559 is above it.
+        assert_eq!(v.resolve(&set("559:*"), true).unwrap(), vec![10]);
+        assert_eq!(v.resolve(&set("100"), true).unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn expunges_are_deferred_and_numbered_from_the_top() {
+        let mut v = view(&[3, 5, 9]);
+        let mut out = Vec::new();
+        let changes = MailboxChanges { highestmodseq: 6, uidnext: 100, changed: vec![], expunged: vec![3, 9] };
+        v.apply(changes, false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(v.exists(), 3);
+        v.flush_expunges(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n");
+        assert_eq!(v.uid_of(1), Some(5));
+    }
+
+    #[test]
+    fn new_messages_and_flag_changes() {
+        let mut v = view(&[3]);
+        let mut out = Vec::new();
+        let mut changed = meta(3);
+        changed.flags.system.0 = cpmstore_storage::SystemFlags::SEEN;
+        let changes = MailboxChanges { highestmodseq: 7, uidnext: 100, changed: vec![changed, meta(4)], expunged: vec![] };
+        v.apply(changes, true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("* 2 EXISTS\r\n"), "{text}");
+        assert!(text.contains("* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n"), "{text}");
+        assert_eq!(v.modseq, 7);
+    }
+
+    #[test]
+    fn uid_sets_format() {
+        assert_eq!(uid_set_string(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+    }
+}

@@ -1,0 +1,67 @@
+//! The IMAP protocol: framing (`codec`), the per-connection state machine (`session`),
+//! one file per command family (`command/`), what a selected session knows
+//! (`mailbox_view`), message structure (`mime`), and the one error mapping (`error`).
+
+pub mod codec;
+pub mod command;
+pub mod error;
+pub mod mailbox_view;
+pub mod mime;
+pub mod response;
+pub mod session;
+
+use std::sync::Arc;
+
+use cpmstore_storage::Store;
+use tokio::sync::watch;
+
+use crate::auth::login::Authenticator;
+use crate::config::LimitsConfig;
+use crate::net::{Conn, ConnInfo};
+use codec::{FrameLimits, Framed};
+
+/// Limits a session applies.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_command_bytes: u32,
+    pub max_literal_bytes: u32,
+    pub login_timeout_secs: u64,
+    pub autologout_secs: u64,
+    pub idle_max_secs: u64,
+    pub idle_keepalive_secs: u64,
+}
+
+impl From<&LimitsConfig> for SessionLimits {
+    fn from(l: &LimitsConfig) -> Self {
+        SessionLimits {
+            max_command_bytes: u32::try_from(l.max_command_bytes).unwrap_or(u32::MAX),
+            max_literal_bytes: u32::try_from(l.max_literal_bytes).unwrap_or(u32::MAX),
+            login_timeout_secs: l.login_timeout_secs,
+            autologout_secs: l.autologout_secs,
+            idle_max_secs: l.idle_max_secs,
+            idle_keepalive_secs: l.idle_keepalive_secs,
+        }
+    }
+}
+
+/// What every IMAP session shares.
+pub struct ImapCtx {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Authenticator>,
+    /// For STARTTLS; `None` when no TLS is configured (then STARTTLS is refused).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub limits: SessionLimits,
+    pub max_failures_per_connection: u32,
+    /// Flips to true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve_connection(ctx: Arc<ImapCtx>, conn: Conn, info: ConnInfo) {
+    let limits = FrameLimits {
+        max_command_bytes: ctx.limits.max_command_bytes,
+        max_literal_bytes: ctx.limits.max_literal_bytes,
+    };
+    let session = session::Session::new(ctx, Framed::new(conn, limits), info);
+    session::run(session).await;
+}

@@ -1,0 +1,352 @@
+//! The per-connection loop and the state machine
+//! `NotAuthenticated -> Authenticated -> Selected -> Logout`.
+//!
+//! One function ([`allowed`]) decides whether a command may run in the current state,
+//! before dispatch; the commands live in `command/`, one file per family.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpmstore_storage::{Account, Change, MailboxId};
+use imap_codec::imap_types::command::{Command, CommandBody};
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::broadcast;
+
+use super::codec::{Framed, Incoming};
+use super::command;
+use super::error::{CmdError, CmdResult, Done, status_line};
+use super::mailbox_view::MailboxView;
+use super::ImapCtx;
+use crate::net::{ConnInfo, ListenerKind};
+
+/// The session's state; each transition replaces the whole state.
+pub enum State {
+    NotAuthenticated,
+    Authenticated { user: Arc<Account> },
+    Selected { user: Arc<Account>, view: Box<MailboxView> },
+    Logout,
+}
+
+/// What a command handler asks of the loop after its tagged response.
+pub enum Next {
+    Continue,
+    /// STARTTLS: upgrade the connection now.
+    StartTls,
+    Close,
+}
+
+/// One IMAP connection.
+pub struct Session {
+    pub ctx: Arc<ImapCtx>,
+    pub io: Framed,
+    pub info: ConnInfo,
+    pub state: State,
+    /// Untagged responses waiting to be written.
+    pub out: Vec<u8>,
+    pub changes: broadcast::Receiver<Change>,
+    /// Whether a change to the selected mailbox may have happened since the last catch-up.
+    pub dirty: bool,
+    /// Failed login attempts on this connection.
+    pub auth_failures: u32,
+    /// Next handler result asked by a command (STARTTLS, LOGOUT).
+    pub next: Next,
+}
+
+/// Flush `out` to the socket once it holds this much, so a large FETCH streams.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+impl Session {
+    pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
+        let changes = ctx.store.changes().subscribe();
+        Session {
+            ctx,
+            io,
+            info,
+            state: State::NotAuthenticated,
+            out: Vec::with_capacity(4096),
+            changes,
+            dirty: false,
+            auth_failures: 0,
+            next: Next::Continue,
+        }
+    }
+
+    pub fn is_secure(&self) -> bool {
+        self.io.conn().is_secure()
+    }
+
+    /// The account of an authenticated session.
+    pub fn user(&self) -> Option<&Arc<Account>> {
+        match &self.state {
+            State::Authenticated { user } | State::Selected { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    pub fn view(&self) -> Option<&MailboxView> {
+        match &self.state {
+            State::Selected { view, .. } => Some(view),
+            _ => None,
+        }
+    }
+
+    pub fn view_mut(&mut self) -> Option<&mut MailboxView> {
+        match &mut self.state {
+            State::Selected { view, .. } => Some(view),
+            _ => None,
+        }
+    }
+
+    /// Writes pending responses if there are many, so memory stays bounded.
+    pub async fn maybe_flush(&mut self) -> std::io::Result<()> {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            self.io.write_all(&out).await?;
+            self.out = out;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// The CAPABILITY list for the current state.
+    pub fn capabilities(&self) -> String {
+        let mut caps = vec!["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"];
+        let authenticated = self.user().is_some();
+        if !authenticated {
+            if self.is_secure() {
+                caps.push("AUTH=PLAIN");
+            } else {
+                caps.push("STARTTLS");
+                caps.push("LOGINDISABLED");
+            }
+            return caps.join(" ");
+        }
+        caps.extend(["NAMESPACE", "UIDPLUS", "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE"]);
+        let mut s = caps.join(" ");
+        s.push_str(&format!(" APPENDLIMIT={}", self.ctx.limits.max_literal_bytes));
+        s
+    }
+
+    /// Catches the selected mailbox up with the store when something may have changed.
+    pub async fn catch_up(&mut self, allow_expunge: bool) -> CmdResult<()> {
+        self.drain_changes();
+        let State::Selected { user, view } = &mut self.state else {
+            return Ok(());
+        };
+        if !self.dirty {
+            if allow_expunge {
+                view.flush_expunges(&mut self.out);
+            }
+            return Ok(());
+        }
+        let changes = self.ctx.store.changes_since(user.id, view.mailbox.id, view.modseq).await?;
+        view.apply(changes, allow_expunge, &mut self.out);
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Notes whether the change bus carried anything for the selected mailbox.
+    pub fn drain_changes(&mut self) {
+        let selected = self.selected_ids();
+        loop {
+            match self.changes.try_recv() {
+                Ok(change) => {
+                    if let Some((account, mailbox)) = selected {
+                        if change.account == account && change.mailbox.is_none_or(|m| m == mailbox) {
+                            self.dirty = true;
+                        }
+                    }
+                }
+                Err(TryRecvError::Lagged(_)) => self.dirty = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+    }
+
+    pub fn selected_ids(&self) -> Option<(cpmstore_storage::AccountId, MailboxId)> {
+        match &self.state {
+            State::Selected { user, view } => Some((user.id, view.mailbox.id)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a command may run in a state (RFC 3501 section 6).
+fn allowed(state: &State, body: &CommandBody<'_>) -> bool {
+    use CommandBody as C;
+    match body {
+        C::Capability | C::Noop | C::Logout | C::Id { .. } => true,
+        C::StartTLS | C::Authenticate { .. } | C::Login { .. } => matches!(state, State::NotAuthenticated),
+        C::Select { .. }
+        | C::Examine { .. }
+        | C::Create { .. }
+        | C::Delete { .. }
+        | C::Rename { .. }
+        | C::Subscribe { .. }
+        | C::Unsubscribe { .. }
+        | C::List { .. }
+        | C::Lsub { .. }
+        | C::Status { .. }
+        | C::Append { .. }
+        | C::Idle
+        | C::Enable { .. }
+        | C::Namespace => matches!(state, State::Authenticated { .. } | State::Selected { .. }),
+        C::Check
+        | C::Close
+        | C::Unselect
+        | C::Expunge
+        | C::ExpungeUid { .. }
+        | C::Search { .. }
+        | C::Fetch { .. }
+        | C::Store { .. }
+        | C::Copy { .. }
+        | C::Move { .. } => matches!(state, State::Selected { .. }),
+        _ => false,
+    }
+}
+
+/// Whether EXPUNGE responses may be sent while answering this command.
+fn expunge_allowed(body: &CommandBody<'_>) -> bool {
+    match body {
+        CommandBody::Fetch { uid, .. } | CommandBody::Store { uid, .. } | CommandBody::Search { uid, .. } => *uid,
+        _ => true,
+    }
+}
+
+/// Runs a connection to its end.
+pub async fn run(mut s: Session) {
+    let peer = s.info.peer;
+    let greeting = format!("* OK [CAPABILITY {}] cpmstore ready.\r\n", s.capabilities());
+    if s.io.write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut shutdown = s.ctx.shutdown.clone();
+    loop {
+        let timeout = match s.state {
+            State::NotAuthenticated => Duration::from_secs(s.ctx.limits.login_timeout_secs),
+            _ => Duration::from_secs(s.ctx.limits.autologout_secs),
+        };
+        let incoming = tokio::select! {
+            r = tokio::time::timeout(timeout, s.io.read_command()) => r,
+            _ = shutdown.changed() => {
+                let _ = s.io.write_all(b"* BYE Server shutting down.\r\n").await;
+                break;
+            }
+        };
+        let incoming = match incoming {
+            Err(_) => {
+                let _ = s.io.write_all(b"* BYE Autologout; idle for too long.\r\n").await;
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "read failed");
+                break;
+            }
+            Ok(Ok(incoming)) => incoming,
+        };
+        let command = match incoming {
+            Incoming::Command(command) => command,
+            Incoming::Closed => break,
+            Incoming::Malformed { tag } => {
+                let line = match tag {
+                    Some(tag) => format!("{} BAD Error in IMAP command: could not parse it.\r\n", tag.inner()),
+                    None => "* BAD Error in IMAP command: could not parse it.\r\n".to_string(),
+                };
+                if s.io.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Incoming::LiteralRefused { tag } => {
+                let tag = tag.map(|t| t.inner().to_string()).unwrap_or_else(|| "*".into());
+                let line = format!("{tag} NO [TOOBIG] Literal larger than allowed.\r\n");
+                if s.io.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Incoming::Overflow { tag } => {
+                let tag = tag.map(|t| t.inner().to_string()).unwrap_or_else(|| "*".into());
+                let line = format!("{tag} BAD [TOOBIG] Command or literal larger than allowed.\r\n* BYE Too much data.\r\n");
+                let _ = s.io.write_all(line.as_bytes()).await;
+                break;
+            }
+        };
+        match execute(&mut s, command).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "write failed");
+                break;
+            }
+        }
+        match std::mem::replace(&mut s.next, Next::Continue) {
+            Next::Continue => {}
+            Next::Close => break,
+            Next::StartTls => {
+                let Some(acceptor) = s.ctx.tls.clone() else { break };
+                if let Err(e) = s.io.start_tls(&acceptor).await {
+                    tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
+                    break;
+                }
+            }
+        }
+        if matches!(s.state, State::Logout) {
+            break;
+        }
+    }
+    s.io.shutdown().await;
+}
+
+/// Runs one command and writes its responses and tagged status.
+async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<()> {
+    let tag = command.tag.inner().to_string();
+    let name = command.body.name();
+    let result = if !allowed(&s.state, &command.body) {
+        Err(match s.state {
+            State::NotAuthenticated => CmdError::bad("Command not allowed before login."),
+            State::Logout => CmdError::bad("Logging out."),
+            _ => CmdError::bad("Command not allowed in this state."),
+        })
+    } else {
+        let allow_expunge = expunge_allowed(&command.body);
+        let r = command::dispatch(s, &tag, command.body).await;
+        // Every command ends by telling the client what changed meanwhile.
+        match (r, s.catch_up(allow_expunge).await) {
+            (Ok(done), Ok(())) => Ok(done),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        }
+    };
+    let line = match &result {
+        Ok(done) => match &done.code {
+            Some(code) => format!("{tag} OK [{code}] {}\r\n", super::response::text(&done.text)),
+            None => format!("{tag} OK {}\r\n", super::response::text(&done.text)),
+        },
+        Err(CmdError::Io(e)) => return Err(std::io::Error::new(e.kind(), e.to_string())),
+        Err(CmdError::Bye(text)) => {
+            s.next = Next::Close;
+            format!("* BYE {}\r\n", super::response::text(text))
+        }
+        Err(e) => {
+            if let CmdError::Store(err) = e {
+                tracing::warn!(peer = %s.info.peer, command = name, error = %err, "storage error");
+            }
+            status_line(&tag, e)
+        }
+    };
+    s.out.extend_from_slice(line.as_bytes());
+    s.flush().await?;
+    let _ = Done::default();
+    Ok(())
+}
+
+/// For the logs and metrics: the listener's name.
+pub fn listener_name(kind: ListenerKind) -> &'static str {
+    kind.as_str()
+}

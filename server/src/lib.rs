@@ -1,0 +1,9 @@
+//! cpmstore's server: CLI, config, IMAP, authentication, push ingress, admin.
+//!
+//! # Layout
+//! - `config`: the TOML file and `CPMSTORE_*` overrides, validated once.
+//! - `admin`: provisioning operations shared by the CLI and the HTTP admin API.
+//! - `auth`: credential derivation and checks, PSK sealing, throttling.
+//! - `net`, `imap`: listeners and the protocol.
+//!
+//! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.

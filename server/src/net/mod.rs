@@ -1,0 +1,125 @@
+//! Listeners and the connection type.
+//!
+//! Every IMAP session reads and writes one [`Conn`], whatever the transport: a plain
+//! TCP stream (which STARTTLS upgrades in place), rustls TLS, or OpenSSL PSK-TLS.
+
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Which listener a connection came in on (for metrics, logs and capabilities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Cleartext with STARTTLS.
+    Imap,
+    /// Implicit TLS.
+    Imaps,
+    /// PSK-TLS.
+    Psk,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Imap => "imap",
+            ListenerKind::Imaps => "imaps",
+            ListenerKind::Psk => "psk",
+        }
+    }
+}
+
+/// A client connection.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Placeholder while a STARTTLS upgrade owns the stream; never read or written.
+    Upgrading,
+}
+
+impl Conn {
+    /// Whether the channel is protected (TLS or PSK-TLS), so plaintext passwords may cross it.
+    pub fn is_secure(&self) -> bool {
+        !matches!(self, Conn::Plain(_) | Conn::Upgrading)
+    }
+
+    /// Upgrades a plain connection to TLS in place (STARTTLS, RFC 2595).
+    pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
+        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Upgrading) else {
+            return Err(io::Error::other("STARTTLS on a connection that is not plain"));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        *self = Conn::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// RFC 9266 `tls-exporter` channel binding, when the channel is TLS 1.3.
+    pub fn tls_exporter(&self) -> Option<Vec<u8>> {
+        match self {
+            Conn::Tls(tls) => {
+                let (_, conn) = tls.get_ref();
+                if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+                    return None;
+                }
+                let mut out = vec![0u8; 32];
+                conn.export_keying_material(&mut out, b"EXPORTER-Channel-Binding", Some(&[]))
+                    .ok()?;
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn upgrading() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection is being upgraded")
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+/// Peer and listener of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub listener: ListenerKind,
+}

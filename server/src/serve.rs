@@ -1,0 +1,261 @@
+//! `cpmstore serve`: open storage, bind the listeners, run sessions until SIGTERM or
+//! SIGINT, then shut down gracefully (stop accepting, `* BYE` to every session, let
+//! in-flight commands finish, close storage) within `limits.shutdown_grace_secs`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cpmstore_storage::OpenOptions;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::auth::credentials::Verifier;
+use crate::auth::login::Authenticator;
+use crate::config::Config;
+use crate::imap::{self, ImapCtx, SessionLimits};
+use crate::net::tls::{CertSource, server_config};
+use crate::net::{Conn, ConnInfo, ListenerKind};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("storage: {0}")]
+    Storage(#[from] cpmstore_storage::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}; is another server using the port?")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Counts connections overall and per client IP.
+struct ConnLimits {
+    total: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// Held by a connection; releases its slot when dropped.
+struct ConnSlot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.limits.per_ip.lock() {
+            if let Some(n) = map.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl ConnLimits {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let permit = self.total.clone().try_acquire_owned().ok()?;
+        let mut map = self.per_ip.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot { limits: self.clone(), ip, _permit: permit })
+    }
+}
+
+/// Runs the server until a signal arrives.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let (tx, rx) = watch::channel(false);
+    let signal = async {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+    };
+    run_until(config, rx, tx, signal).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs until `signal` completes (tests pass their own).
+pub async fn run_until(
+    config: Config,
+    shutdown_rx: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+    signal: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let store = cpmstore_storage::open(&config.storage.url, &OpenOptions::default()).await?;
+
+    let tls_dir = config.data_dir.join("tls");
+    let source = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => CertSource::Files { cert, key },
+        (None, None) => CertSource::SelfSigned { dir: &tls_dir },
+        _ => return Err(ServeError::Other("tls.cert and tls.key must be set together".into())),
+    };
+    let self_signed = matches!(source, CertSource::SelfSigned { .. });
+    let (tls_config, generated) = server_config(source)?;
+    if self_signed {
+        tracing::warn!(
+            dir = %tls_dir.display(),
+            generated,
+            "no TLS certificate configured: using a self-signed one; set tls.cert and tls.key for production"
+        );
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+
+    let verifier = Verifier::from_config(&config.auth);
+    verifier.warm_up().await;
+    let auth = Arc::new(Authenticator::new(store.clone(), verifier));
+    let ctx = Arc::new(ImapCtx {
+        store: store.clone(),
+        auth,
+        tls: Some(acceptor.clone()),
+        limits: SessionLimits::from(&config.limits),
+        max_failures_per_connection: config.auth.max_failures_per_connection,
+        shutdown: shutdown_rx.clone(),
+    });
+    let limits = Arc::new(ConnLimits {
+        total: Arc::new(Semaphore::new(config.limits.max_connections)),
+        per_ip: Mutex::new(HashMap::new()),
+        max_per_ip: config.limits.max_connections_per_ip,
+    });
+
+    // Held by every session; the server waits for the count to drop at shutdown.
+    let alive = Arc::new(());
+    let mut accept_loops = Vec::new();
+    for (kind, addrs) in [(ListenerKind::Imap, &config.imap.listen), (ListenerKind::Imaps, &config.imaps.listen)] {
+        for addr in addrs {
+            let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: *addr, source })?;
+            let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: *addr, source })?;
+            tracing::info!(listener = kind.as_str(), addr = %local, "listening");
+            let tls = (kind == ListenerKind::Imaps).then(|| acceptor.clone());
+            accept_loops.push(tokio::spawn(accept_loop(
+                listener,
+                kind,
+                tls,
+                ctx.clone(),
+                limits.clone(),
+                alive.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    tracing::info!("cpmstore ready");
+
+    signal.await;
+    let _ = shutdown_tx.send(true);
+    for handle in accept_loops {
+        handle.abort();
+    }
+    let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    while Arc::strong_count(&alive) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = Arc::strong_count(&alive) - 1;
+    if left > 0 {
+        tracing::warn!(sessions = left, "grace period over; closing remaining sessions");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ctx: Arc<ImapCtx>,
+    limits: Arc<ConnLimits>,
+    alive: Arc<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait and retry.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Some(slot) = limits.admit(peer.ip()) else {
+            tracing::info!(%peer, listener = kind.as_str(), "connection refused: limit reached");
+            tokio::spawn(refuse(tcp));
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().unwrap_or(peer);
+        let info = ConnInfo { peer, local, listener: kind };
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _alive = alive;
+            tracing::info!(%peer, listener = kind.as_str(), "connection opened");
+            let conn = match tls {
+                None => Conn::Plain(tcp),
+                Some(acceptor) => {
+                    let handshake = Duration::from_secs(ctx.limits.login_timeout_secs);
+                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => Conn::Tls(Box::new(stream)),
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            imap::serve_connection(ctx, conn, info).await;
+            tracing::info!(%peer, listener = kind.as_str(), "connection closed");
+        });
+    }
+}
+
+async fn refuse(mut tcp: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tcp.write_all(b"* BYE Too many connections.\r\n").await;
+    let _ = tcp.shutdown().await;
+}
