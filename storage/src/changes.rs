@@ -11,21 +11,31 @@ use crate::{AccountId, MailboxId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// Messages were added (APPEND, COPY, MOVE, push delivery).
     Append,
+    /// Flags of messages changed.
     Flags,
+    /// Messages were expunged (EXPUNGE, MOVE, INBOX renamed).
     Expunge,
     /// Mailbox created, renamed, deleted or (un)subscribed.
     Mailboxes,
+    /// A metadata entry changed (`mailbox: None` for a server entry).
     Metadata,
-    /// Account disabled, removed, credentials or PSK changed.
+    /// Account created, enabled or disabled, removed; its credentials, PSK, addresses,
+    /// quota or whitelists changed.
     Account,
 }
 
+/// One committed change.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
+    /// Whose data changed.
     pub account: AccountId,
+    /// The mailbox, or `None` for account-level changes.
     pub mailbox: Option<MailboxId>,
+    /// The mailbox's HIGHESTMODSEQ after the change (0 for account-level changes).
     pub modseq: u64,
+    /// What happened.
     pub kind: ChangeKind,
 }
 
@@ -46,6 +56,7 @@ impl Default for ChangeBus {
 }
 
 impl ChangeBus {
+    /// A bus nobody listens to yet.
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(CAPACITY);
         ChangeBus { tx }
@@ -57,6 +68,7 @@ impl ChangeBus {
         let _ = self.tx.send(change);
     }
 
+    /// Listens to every change published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.tx.subscribe()
     }

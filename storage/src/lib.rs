@@ -16,44 +16,61 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 
 pub mod changes;
+mod postgres;
+mod sql;
+mod sqlite;
 
 pub use changes::{Change, ChangeBus, ChangeKind};
 
 /// Errors of the storage layer. The IMAP layer maps them to responses in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The account, mailbox, message, blob, address, PSK or entry does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A username, address, PSK identity or mailbox name is already taken.
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The request itself is wrong (bad name, deleting INBOX, ...).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The write would take the account over its quota.
     #[error("over quota")]
     OverQuota,
+    /// The database cannot be reached; the message names it (never its password).
     #[error("storage unreachable: {0}")]
     Unreachable(String),
+    /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
 }
 
+/// The result of a storage operation.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Database id of an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct AccountId(pub i64);
 
 /// Database id of a mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct MailboxId(pub i64);
 
 /// Whether an account may log in and receive pushes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountStatus {
+    /// May log in and receive pushes.
     Active,
+    /// Kept, but may neither log in nor receive pushes.
     Disabled,
 }
 
+/// A subscriber's account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub id: AccountId,
@@ -77,6 +94,7 @@ pub struct NewAccount {
     pub mailboxes: Vec<NewMailbox>,
 }
 
+/// A mailbox to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMailbox {
     pub name: String,
@@ -124,6 +142,7 @@ impl std::fmt::Debug for PskRecord {
     }
 }
 
+/// A mailbox as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
     pub id: MailboxId,
@@ -151,12 +170,18 @@ pub struct MailboxCounts {
 pub struct SystemFlags(pub u8);
 
 impl SystemFlags {
+    /// `\Seen`
     pub const SEEN: u8 = 1;
+    /// `\Answered`
     pub const ANSWERED: u8 = 2;
+    /// `\Flagged`
     pub const FLAGGED: u8 = 4;
+    /// `\Deleted`
     pub const DELETED: u8 = 8;
+    /// `\Draft`
     pub const DRAFT: u8 = 16;
 
+    /// Whether the flag `bit` (one of the constants) is set.
     pub fn contains(self, bit: u8) -> bool {
         self.0 & bit != 0
     }
@@ -173,8 +198,11 @@ pub struct Flags {
 /// How STORE changes flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlagOp {
+    /// `FLAGS`: the message gets exactly the given flags.
     Replace,
+    /// `+FLAGS`
     Add,
+    /// `-FLAGS`
     Remove,
 }
 
@@ -186,11 +214,19 @@ pub struct UidRange {
 }
 
 impl UidRange {
+    /// `1:*`
     pub fn all() -> Self {
-        UidRange { start: 1, end: u32::MAX }
+        UidRange {
+            start: 1,
+            end: u32::MAX,
+        }
     }
+    /// One UID.
     pub fn one(uid: u32) -> Self {
-        UidRange { start: uid, end: uid }
+        UidRange {
+            start: uid,
+            end: uid,
+        }
     }
 }
 
@@ -259,6 +295,7 @@ pub struct WhitelistEntry {
     pub role: String,
 }
 
+/// The whitelist of one (account, context).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Whitelist {
     /// "" for the default context, else the PROVURL.
@@ -273,58 +310,107 @@ pub struct Whitelist {
 pub trait Store: Send + Sync + 'static {
     // --- accounts -------------------------------------------------------------------
     /// Creates the account with its credentials, addresses and mailboxes atomically.
+    /// INBOX is always created (and subscribed unless `new.mailboxes` says otherwise);
+    /// each mailbox gets its own UIDVALIDITY. A taken username or address gives
+    /// [`Error::AlreadyExists`] and leaves nothing behind.
     async fn create_account(&self, new: NewAccount) -> Result<Account>;
+    /// The account with this exact username; [`Error::NotFound`] if none.
     async fn account_by_name(&self, username: &str) -> Result<Account>;
+    /// The account with this id; [`Error::NotFound`] if none.
     async fn account_by_id(&self, id: AccountId) -> Result<Account>;
     /// The account that owns a normalised address URI.
     async fn account_by_address(&self, address: &str) -> Result<Account>;
+    /// Every account, by id.
     async fn list_accounts(&self) -> Result<Vec<Account>>;
+    /// Enables or disables the account (publishes an `Account` change).
     async fn set_account_status(&self, id: AccountId, status: AccountStatus) -> Result<()>;
+    /// Sets the quota in bytes, `None` for unlimited. Lowering it below the usage refuses
+    /// further appends and copies, and removes nothing.
     async fn set_quota(&self, id: AccountId, quota: Option<u64>) -> Result<()>;
     /// Deletes the account and every row that belongs to it, in one transaction.
     async fn remove_account(&self, id: AccountId) -> Result<()>;
 
     // --- credentials ----------------------------------------------------------------
+    /// Sets or replaces the account's password verifiers.
     async fn set_credentials(&self, id: AccountId, cred: CredentialRecord) -> Result<()>;
     /// `Ok(None)` when the account has no password set.
     async fn credentials(&self, id: AccountId) -> Result<Option<CredentialRecord>>;
     /// Sets (or replaces) the account's PSK; an identity belongs to one account only.
+    /// An account has at most one PSK: setting one replaces any other, identity
+    /// included. An identity held by another account gives [`Error::AlreadyExists`].
     async fn set_psk(&self, id: AccountId, identity: &str, sealed_key: Vec<u8>) -> Result<()>;
+    /// Removes the account's PSK; [`Error::NotFound`] if it has none.
     async fn remove_psk(&self, id: AccountId) -> Result<()>;
+    /// The PSK with this identity, whatever the account's status.
     async fn psk_by_identity(&self, identity: &str) -> Result<PskRecord>;
+    /// The account's PSKs (zero or one).
     async fn psks_of(&self, id: AccountId) -> Result<Vec<PskRecord>>;
     /// Every PSK of every active account, for the PSK cache.
     async fn all_psks(&self) -> Result<Vec<PskRecord>>;
 
     // --- addresses ------------------------------------------------------------------
+    /// Gives the account a normalised address URI; [`Error::AlreadyExists`] if any
+    /// account (this one included) has it.
     async fn add_address(&self, id: AccountId, address: &str) -> Result<()>;
+    /// Takes the address from the account; [`Error::NotFound`] if it is not the account's.
     async fn remove_address(&self, id: AccountId, address: &str) -> Result<()>;
+    /// The account's addresses, sorted.
     async fn addresses(&self, id: AccountId) -> Result<Vec<String>>;
 
     // --- mailboxes ------------------------------------------------------------------
+    /// Creates a mailbox with a fresh UIDVALIDITY (never one a deleted mailbox of the
+    /// account had). One trailing `/` is dropped; empty levels or control characters give
+    /// [`Error::Invalid`]; an existing name (INBOX in any case) [`Error::AlreadyExists`].
+    /// Superior levels are not created.
     async fn create_mailbox(&self, id: AccountId, mailbox: NewMailbox) -> Result<Mailbox>;
     /// RFC 3501 RENAME: children move with the parent; renaming INBOX moves its
     /// messages into a new mailbox and leaves INBOX empty.
+    ///
+    /// A renamed mailbox keeps its id, UIDVALIDITY and UIDs, and its subscription moves
+    /// with it. Renaming INBOX creates the new mailbox (new UIDVALIDITY; the messages
+    /// keep their UIDs), leaves INBOX's inferiors alone and records the messages as
+    /// expunged from INBOX. A taken target name (including a child's) gives
+    /// [`Error::AlreadyExists`]; a target under the source itself [`Error::Invalid`].
     async fn rename_mailbox(&self, id: AccountId, from: &str, to: &str) -> Result<()>;
     /// Deletes the mailbox and its messages (not its children).
+    /// Blobs no other message refers to go too; the subscription stays (RFC 3501).
+    /// INBOX gives [`Error::Invalid`].
     async fn delete_mailbox(&self, id: AccountId, name: &str) -> Result<()>;
+    /// The mailbox by name (INBOX in any case).
     async fn mailbox(&self, id: AccountId, name: &str) -> Result<Mailbox>;
+    /// The mailbox by id; [`Error::NotFound`] also if it is another account's.
     async fn mailbox_by_id(&self, account: AccountId, mailbox: MailboxId) -> Result<Mailbox>;
+    /// Every mailbox of the account, sorted by name (byte order).
     async fn list_mailboxes(&self, id: AccountId) -> Result<Vec<Mailbox>>;
+    /// Subscribes or unsubscribes a name, which need not be an existing mailbox;
+    /// doing it twice is not an error.
     async fn set_subscribed(&self, id: AccountId, name: &str, subscribed: bool) -> Result<()>;
     /// Names subscribed to, including ones that no longer exist as mailboxes.
     async fn subscriptions(&self, id: AccountId) -> Result<Vec<String>>;
-    async fn mailbox_counts(&self, account: AccountId, mailbox: MailboxId) -> Result<MailboxCounts>;
+    /// Messages, unseen messages and bytes in the mailbox.
+    async fn mailbox_counts(&self, account: AccountId, mailbox: MailboxId)
+    -> Result<MailboxCounts>;
     /// Keywords ever used in the mailbox (for FLAGS / PERMANENTFLAGS).
-    async fn mailbox_keywords(&self, account: AccountId, mailbox: MailboxId) -> Result<Vec<String>>;
+    async fn mailbox_keywords(&self, account: AccountId, mailbox: MailboxId)
+    -> Result<Vec<String>>;
     /// Claims \Recent: returns the first UID that is recent for the caller and moves the
     /// mailbox's recent mark to UIDNEXT, so only one session sees a message as recent.
     async fn claim_recent(&self, account: AccountId, mailbox: MailboxId) -> Result<u32>;
 
     // --- messages -------------------------------------------------------------------
     /// Stores a message; UID and MODSEQ are allocated in the insert's transaction.
-    async fn append(&self, account: AccountId, mailbox: MailboxId, msg: NewMessage) -> Result<Appended>;
+    /// [`Error::OverQuota`] if the account has a quota the message would exceed (nothing
+    /// is then allocated); [`Error::Invalid`] for a keyword that is not an atom.
+    async fn append(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        msg: NewMessage,
+    ) -> Result<Appended>;
     /// Message rows in UID order within the ranges, streamed.
+    /// Ranges may come in any order, reversed or overlapping; each message comes once.
+    /// The first item is [`Error::NotFound`] if the mailbox does not exist. Bodies are not
+    /// loaded: see [`Store::blob`].
     fn fetch<'a>(
         &'a self,
         account: AccountId,
@@ -335,6 +421,10 @@ pub trait Store: Send + Sync + 'static {
     async fn blob(&self, account: AccountId, hash: &str) -> Result<Vec<u8>>;
     /// Changes flags; returns the messages changed, with their new flags and modseq.
     /// `unchanged_since` (CONDSTORE) skips messages whose modseq is greater.
+    ///
+    /// Only messages whose flags actually change are written and returned (in UID order);
+    /// they share one new MODSEQ. If none changes, HIGHESTMODSEQ stays as it was and
+    /// nothing is published. Keywords compare case-insensitively.
     async fn store_flags(
         &self,
         account: AccountId,
@@ -345,27 +435,80 @@ pub trait Store: Send + Sync + 'static {
         unchanged_since: Option<u64>,
     ) -> Result<Vec<MessageMeta>>;
     /// Copies messages; blobs are shared, not duplicated.
-    async fn copy(&self, account: AccountId, from: MailboxId, uids: &[UidRange], to: MailboxId) -> Result<Copied>;
+    /// The copies get new UIDs in the destination, in source UID order, with the same
+    /// flags and internal date. Counts against the quota ([`Error::OverQuota`]). Nothing
+    /// in the ranges: an empty [`Copied`] and no change.
+    async fn copy(
+        &self,
+        account: AccountId,
+        from: MailboxId,
+        uids: &[UidRange],
+        to: MailboxId,
+    ) -> Result<Copied>;
     /// Moves messages (copy + expunge in one transaction).
-    async fn move_messages(&self, account: AccountId, from: MailboxId, uids: &[UidRange], to: MailboxId) -> Result<Copied>;
+    /// The sources are recorded as expunged (see [`Store::changes_since`]); the quota is
+    /// not checked, as usage does not change.
+    async fn move_messages(
+        &self,
+        account: AccountId,
+        from: MailboxId,
+        uids: &[UidRange],
+        to: MailboxId,
+    ) -> Result<Copied>;
     /// Expunges messages flagged \Deleted (within `uids` if given); returns their UIDs.
-    async fn expunge(&self, account: AccountId, mailbox: MailboxId, uids: Option<&[UidRange]>) -> Result<Vec<u32>>;
+    /// The UIDs come ascending; each is recorded as expunged with the new MODSEQ, and
+    /// blobs no message of the account refers to any more are deleted.
+    async fn expunge(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: Option<&[UidRange]>,
+    ) -> Result<Vec<u32>>;
     /// What changed after `since_modseq`.
-    async fn changes_since(&self, account: AccountId, mailbox: MailboxId, since_modseq: u64) -> Result<MailboxChanges>;
+    /// Consistent with the `highestmodseq` it reports: changes committed after it was
+    /// read are left for the next call.
+    async fn changes_since(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since_modseq: u64,
+    ) -> Result<MailboxChanges>;
     /// Bytes used by all the account's messages (each message counted, shared blobs too).
     async fn quota_usage(&self, account: AccountId) -> Result<u64>;
 
     // --- metadata (RFC 5464) ----------------------------------------------------------
-    async fn set_metadata(&self, account: AccountId, mailbox: Option<MailboxId>, entry: &str, value: Option<&[u8]>) -> Result<()>;
-    async fn metadata(&self, account: AccountId, mailbox: Option<MailboxId>, entry: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets an entry (`None` removes it) of the mailbox, or of the server (account-wide)
+    /// with `mailbox: None`. Entry names compare case-insensitively. A mailbox entry
+    /// bumps the mailbox's HIGHESTMODSEQ.
+    async fn set_metadata(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entry: &str,
+        value: Option<&[u8]>,
+    ) -> Result<()>;
+    /// The value of an entry, `Ok(None)` if it is not set.
+    async fn metadata(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entry: &str,
+    ) -> Result<Option<Vec<u8>>>;
 
     // --- whitelists -----------------------------------------------------------------
     /// Replaces the whitelist of (account, context) atomically.
-    async fn set_whitelist(&self, account: AccountId, context: &str, entries: &[WhitelistEntry]) -> Result<()>;
+    async fn set_whitelist(
+        &self,
+        account: AccountId,
+        context: &str,
+        entries: &[WhitelistEntry],
+    ) -> Result<()>;
     /// `Ok(None)` when no whitelist is provisioned for the context.
     async fn whitelist(&self, account: AccountId, context: &str) -> Result<Option<Whitelist>>;
+    /// Every whitelist of the account, by context.
     async fn whitelists(&self, account: AccountId) -> Result<Vec<Whitelist>>;
     /// Removes one context's whitelist, or all of them with `None`.
+    /// A context with no whitelist gives [`Error::NotFound`]; `None` never does.
     async fn clear_whitelist(&self, account: AccountId, context: Option<&str>) -> Result<()>;
 
     // --- changes and health ---------------------------------------------------------
@@ -373,14 +516,17 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> &ChangeBus;
     /// Storage reachable (for /readyz).
     async fn ping(&self) -> Result<()>;
-    /// Closes the pools.
+    /// Closes the pools (and stops listening for other nodes' changes).
     async fn close(&self);
 }
 
 /// Pool and busy-timeout settings.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
+    /// Connections in the pool.
     pub max_connections: u32,
+    /// SQLite: how long a statement waits for a lock. PostgreSQL: how long opening waits
+    /// for the server to answer.
     pub busy_timeout: std::time::Duration,
     /// Apply migrations when opening.
     pub migrate: bool,
@@ -397,8 +543,23 @@ impl Default for OpenOptions {
 }
 
 /// Opens the store named by `url` (`sqlite://PATH` or `postgres://...`).
+///
+/// `sqlite://PATH` (or `sqlite:PATH`; `sqlite:///abs/path`): the file and its parent
+/// directories are created if missing; WAL journal, foreign keys on. `postgres://` or
+/// `postgresql://`: a pool, plus one connection that LISTENs for other nodes' changes.
+/// Migrations are applied when `options.migrate` is set. A database that cannot be
+/// reached gives [`Error::Unreachable`], naming the host but never the password.
 pub async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
-    // Implemented in sql.rs once the backends land.
-    let _ = (url, options);
-    Err(Error::Unreachable("no backend compiled".into()))
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+        .unwrap_or_default();
+    match scheme.as_str() {
+        "sqlite" => sqlite::open(url, options).await,
+        "postgres" | "postgresql" => postgres::open(url, options).await,
+        // Only the scheme is echoed: the rest of the URL may hold a password.
+        _ => Err(Error::Invalid(format!(
+            "unsupported database URL scheme {scheme:?}: expected sqlite: or postgres:"
+        ))),
+    }
 }
