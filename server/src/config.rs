@@ -352,11 +352,19 @@ impl IpNet {
 }
 
 fn prefix_mask_32(prefix: u8) -> u32 {
-    if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) }
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
 }
 
 fn prefix_mask_128(prefix: u8) -> u128 {
-    if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) }
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    }
 }
 
 impl FromStr for IpNet {
@@ -379,13 +387,14 @@ impl FromStr for IpNet {
         }
         // An IPv4-mapped IPv6 network with a prefix covering the mapping is the IPv4
         // network; so `::ffff:10.0.0.0/104` matches 10.1.2.3 however the peer shows up.
-        if let IpAddr::V6(v6) = addr {
-            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
-                return Ok(IpNet {
-                    addr: IpAddr::V4(v4),
-                    prefix: prefix - 96,
-                });
-            }
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            return Ok(IpNet {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
         }
         Ok(IpNet { addr, prefix })
     }
@@ -602,12 +611,7 @@ pub fn redact_url(url: &str) -> String {
     };
     let userinfo = &authority[..at];
     match userinfo.split_once(':') {
-        Some((user, _password)) => format!(
-            "{}{}{}",
-            &url[..after],
-            user,
-            &url[after + at..]
-        ),
+        Some((user, _password)) => format!("{}{}{}", &url[..after], user, &url[after + at..]),
         None => url.to_owned(),
     }
 }
@@ -652,12 +656,14 @@ impl Config {
     /// environment overrides of this process and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
-                ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                }
-            })?),
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         Config::from_sources(text.as_deref(), path, std::env::vars_os())
@@ -703,10 +709,13 @@ impl Config {
                 }
             }
         }
-        let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Type {
-            key: None,
-            message: one_line(&e.to_string()),
-        })?;
+        let mut config: Config =
+            merged
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Type {
+                    key: None,
+                    message: one_line(&e.to_string()),
+                })?;
         config.validate()?;
         config.normalize();
         Ok(config)
@@ -737,7 +746,10 @@ impl Config {
             ));
         }
         if self.push.deliver_to.trim().is_empty() {
-            return Err(invalid("push.deliver_to", "must name a mailbox, e.g. \"INBOX\"".into()));
+            return Err(invalid(
+                "push.deliver_to",
+                "must name a mailbox, e.g. \"INBOX\"".into(),
+            ));
         }
         if self.push.max_whitelist_entries < 10 {
             return Err(invalid(
@@ -749,7 +761,9 @@ impl Config {
         if let Err(e) = argon2::Params::new(a.argon2_m_kib, a.argon2_t, a.argon2_p, None) {
             return Err(invalid(
                 "auth.argon2_m_kib/argon2_t/argon2_p",
-                format!("not valid argon2id parameters ({e}); memory must be at least 8 KiB per lane, time at least 1"),
+                format!(
+                    "not valid argon2id parameters ({e}); memory must be at least 8 KiB per lane, time at least 1"
+                ),
             ));
         }
         if a.scram_iterations < 4096 {
@@ -761,7 +775,10 @@ impl Config {
         at_least_one("auth.max_parallel_hashes", a.max_parallel_hashes as u64)?;
         at_least_one("auth.max_failures", a.max_failures.into())?;
         at_least_one("auth.failure_window_secs", a.failure_window_secs)?;
-        at_least_one("auth.max_failures_per_connection", a.max_failures_per_connection.into())?;
+        at_least_one(
+            "auth.max_failures_per_connection",
+            a.max_failures_per_connection.into(),
+        )?;
         let l = &self.limits;
         if l.max_command_bytes < 1024 {
             return Err(invalid(
@@ -775,7 +792,10 @@ impl Config {
         at_least_one("limits.idle_max_secs", l.idle_max_secs)?;
         at_least_one("limits.idle_keepalive_secs", l.idle_keepalive_secs)?;
         at_least_one("limits.max_connections", l.max_connections as u64)?;
-        at_least_one("limits.max_connections_per_ip", l.max_connections_per_ip as u64)?;
+        at_least_one(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip as u64,
+        )?;
         at_least_one(
             "limits.max_connections_per_account",
             l.max_connections_per_account as u64,
@@ -791,33 +811,39 @@ impl Config {
                 || name.ends_with('/')
                 || name.contains("//")
             {
-                return Err(invalid(key, format!("{name:?} is not a usable mailbox name")));
+                return Err(invalid(
+                    key,
+                    format!("{name:?} is not a usable mailbox name"),
+                ));
             }
             if name.eq_ignore_ascii_case("INBOX") {
-                return Err(invalid(key, "INBOX is always created; do not list it".into()));
+                return Err(invalid(
+                    key,
+                    "INBOX is always created; do not list it".into(),
+                ));
             }
             if !seen.insert(name.clone()) {
                 return Err(invalid(key, format!("{name:?} is listed twice")));
             }
-            if let Some(use_) = &mailbox.special_use {
-                if canonical_special_use(use_).is_none() {
-                    return Err(invalid(
-                        key,
-                        format!(
-                            "special_use {use_:?} of {name:?} is not one of {}",
-                            SPECIAL_USES.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(level) = &self.log.level {
-            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+            if let Some(use_) = &mailbox.special_use
+                && canonical_special_use(use_).is_none()
+            {
                 return Err(invalid(
-                    "log.level",
-                    format!("{level:?} is not a log filter ({e}); try \"info\" or \"debug\""),
+                    key,
+                    format!(
+                        "special_use {use_:?} of {name:?} is not one of {}",
+                        SPECIAL_USES.join(", ")
+                    ),
                 ));
             }
+        }
+        if let Some(level) = &self.log.level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
+        {
+            return Err(invalid(
+                "log.level",
+                format!("{level:?} is not a log filter ({e}); try \"info\" or \"debug\""),
+            ));
         }
         Ok(())
     }
@@ -840,13 +866,12 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join(PSK_KEK_FILE))
     }
 
-    /// The configuration as JSON with secrets elided (the storage URL's password), for
-    /// `check-config`.
-    pub fn to_redacted_json(&self) -> serde_json::Value {
+    /// A copy with secrets elided (the storage URL's password), fit to print: what
+    /// `check-config` shows.
+    pub fn redacted(&self) -> Config {
         let mut shown = self.clone();
         shown.storage.url = self.storage.redacted_url();
-        // Serializing plain data into a JSON value cannot fail: every map key is a string.
-        serde_json::to_value(&shown).unwrap_or(serde_json::Value::Null)
+        shown
     }
 }
 
@@ -917,7 +942,9 @@ impl Schema {
         let top = map
             .into_iter()
             .map(|(key, value)| match value {
-                serde_json::Value::Object(section) => (key, Some(section.keys().cloned().collect())),
+                serde_json::Value::Object(section) => {
+                    (key, Some(section.keys().cloned().collect()))
+                }
                 _ => (key, None),
             })
             .collect();
@@ -932,7 +959,7 @@ impl Schema {
     fn check_table(&self, table: &toml::Table, origin: &str) -> Result<(), ConfigError> {
         for (key, value) in table {
             match (self.section(key), value) {
-                None => {
+                (None, _) => {
                     return Err(ConfigError::UnknownKey {
                         key: key.clone(),
                         origin: origin.to_owned(),
@@ -1080,7 +1107,10 @@ mod tests {
         assert_eq!(c.psk.listen, vec![addr("127.0.0.1:2993")]);
         assert_eq!(c.http.listen, vec![addr("127.0.0.1:8080")]);
         assert_eq!(c.sip.listen, vec![addr("127.0.0.1:5060")]);
-        assert_eq!(c.sip.trusted_peers, vec!["127.0.0.1".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            c.sip.trusted_peers,
+            vec!["127.0.0.1".parse::<IpNet>().unwrap()]
+        );
         assert!(c.push.trusted_gateways.is_empty());
         assert_eq!(c.push.deliver_to, "INBOX");
         assert_eq!(c.push.max_whitelist_entries, 1000);
@@ -1093,7 +1123,11 @@ mod tests {
         assert_eq!(c.auth.scram_iterations, 4096);
         assert!(c.auth.max_parallel_hashes >= 1);
         assert_eq!(
-            (c.auth.max_failures, c.auth.failure_window_secs, c.auth.lockout_secs),
+            (
+                c.auth.max_failures,
+                c.auth.failure_window_secs,
+                c.auth.lockout_secs
+            ),
             (5, 300, 900)
         );
         assert_eq!(c.auth.max_failures_per_connection, 3);
@@ -1161,26 +1195,41 @@ level = "debug"
         assert_eq!(c.imap.listen, vec![addr("0.0.0.0:143")]);
         assert_eq!(c.imaps.listen, vec![addr("0.0.0.0:993"), addr("[::]:993")]);
         assert!(c.psk.listen.is_empty());
-        assert_eq!(c.tls.key, Some(PathBuf::from("/etc/cpmstore/tls/privkey.pem")));
+        assert_eq!(
+            c.tls.key,
+            Some(PathBuf::from("/etc/cpmstore/tls/privkey.pem"))
+        );
         assert_eq!(
             c.http.admin_token_file,
             Some(PathBuf::from("/etc/cpmstore/admin.token"))
         );
         assert!(c.sip.trusted_peers[1].contains("10.9.8.7".parse().unwrap()));
         assert_eq!(c.limits.max_literal_bytes, 1_000_000);
-        assert_eq!(c.limits.max_command_bytes, 65536, "unset keys keep defaults");
+        assert_eq!(
+            c.limits.max_command_bytes, 65536,
+            "unset keys keep defaults"
+        );
         assert_eq!(c.accounts.default_mailboxes.len(), 2);
-        assert_eq!(c.accounts.default_mailboxes[0].special_use.as_deref(), Some("Sent"));
+        assert_eq!(
+            c.accounts.default_mailboxes[0].special_use.as_deref(),
+            Some("Sent")
+        );
         assert_eq!(c.accounts.default_mailboxes[1].special_use, None);
         assert_eq!(c.log.format, LogFormat::Json);
-        assert_eq!(format!("{:?}", c.storage), "StorageConfig { url: \"postgres://cpm@db.example.net/cpm\" }");
+        assert_eq!(
+            format!("{:?}", c.storage),
+            "StorageConfig { url: \"postgres://cpm@db.example.net/cpm\" }"
+        );
     }
 
     #[test]
     fn storage_url_follows_data_dir() {
         let c = load(Some("data_dir = \"/srv/x\""), &[]).unwrap();
         assert_eq!(c.storage.url, "sqlite:///srv/x/cpmstore.db");
-        assert_eq!(c.storage.sqlite_path(), Some(PathBuf::from("/srv/x/cpmstore.db")));
+        assert_eq!(
+            c.storage.sqlite_path(),
+            Some(PathBuf::from("/srv/x/cpmstore.db"))
+        );
         let c = load(None, &[("CPMSTORE_DATA_DIR", "/tmp/d")]).unwrap();
         assert_eq!(c.storage.url, "sqlite:///tmp/d/cpmstore.db");
         // An explicit URL wins.
@@ -1196,13 +1245,22 @@ level = "debug"
     fn unknown_keys_are_named() {
         let cases = [
             ("bogus = 1", "`bogus`"),
-            ("[storage]\nurl = \"sqlite://x\"\nuser = \"x\"", "`storage.user`"),
+            (
+                "[storage]\nurl = \"sqlite://x\"\nuser = \"x\"",
+                "`storage.user`",
+            ),
             ("[nosuchsection]\nx = 1", "`nosuchsection`"),
-            ("[limits]\nmax_literal_byte = 5", "`limits.max_literal_byte`"),
+            (
+                "[limits]\nmax_literal_byte = 5",
+                "`limits.max_literal_byte`",
+            ),
         ];
         for (text, named) in cases {
             let err = load(Some(text), &[]).unwrap_err();
-            assert!(matches!(err, ConfigError::UnknownKey { .. }), "{text}: {err}");
+            assert!(
+                matches!(err, ConfigError::UnknownKey { .. }),
+                "{text}: {err}"
+            );
             assert!(err.to_string().contains(named), "{text}: {err}");
             assert_eq!(err.exit_code(), 5);
         }
@@ -1235,7 +1293,11 @@ level = "debug"
         )
         .unwrap();
         assert_eq!(c.storage.url, "postgres://u:p@h/db");
-        assert_eq!(c.imap.listen, vec![addr("0.0.0.0:143")], "env wins over the file");
+        assert_eq!(
+            c.imap.listen,
+            vec![addr("0.0.0.0:143")],
+            "env wins over the file"
+        );
         assert!(c.imaps.listen.is_empty());
         assert_eq!(c.psk.listen.len(), 2);
         assert_eq!(c.limits.max_literal_bytes, 1234);
@@ -1247,9 +1309,17 @@ level = "debug"
 
     #[test]
     fn unknown_env_is_named() {
-        for name in ["CPMSTORE_STORAGE_USER", "CPMSTORE_NOPE", "CPMSTORE_IMAP", "CPMSTORE_LIMITS_"] {
+        for name in [
+            "CPMSTORE_STORAGE_USER",
+            "CPMSTORE_NOPE",
+            "CPMSTORE_IMAP",
+            "CPMSTORE_LIMITS_",
+        ] {
             let err = load(None, &[(name, "1")]).unwrap_err();
-            assert!(matches!(err, ConfigError::UnknownEnv { .. }), "{name}: {err}");
+            assert!(
+                matches!(err, ConfigError::UnknownEnv { .. }),
+                "{name}: {err}"
+            );
             assert!(err.to_string().contains(name), "{name}: {err}");
         }
     }
@@ -1258,11 +1328,19 @@ level = "debug"
     fn listen_string_or_list() {
         let c = load(Some("[http]\nlisten = \"[::1]:8080\""), &[]).unwrap();
         assert_eq!(c.http.listen, vec![addr("[::1]:8080")]);
-        let c = load(Some("[http]\nlisten = [\"[::1]:8080\", \"127.0.0.1:80\"]"), &[]).unwrap();
+        let c = load(
+            Some("[http]\nlisten = [\"[::1]:8080\", \"127.0.0.1:80\"]"),
+            &[],
+        )
+        .unwrap();
         assert_eq!(c.http.listen.len(), 2);
         let c = load(Some("[http]\nlisten = []"), &[]).unwrap();
         assert!(c.http.listen.is_empty());
-        for bad in ["listen = \"localhost\"", "listen = 8080", "listen = [\"1.2.3.4\"]"] {
+        for bad in [
+            "listen = \"localhost\"",
+            "listen = 8080",
+            "listen = [\"1.2.3.4\"]",
+        ] {
             let err = load(Some(&format!("[http]\n{bad}")), &[]).unwrap_err();
             assert!(err.to_string().contains("http.listen"), "{bad}: {err}");
         }
@@ -1273,13 +1351,28 @@ level = "debug"
         let cases = [
             ("[auth]\nscram_iterations = 4095", "auth.scram_iterations"),
             ("[auth]\nargon2_m_kib = 1", "argon2"),
-            ("[auth]\nmax_parallel_hashes = 0", "auth.max_parallel_hashes"),
+            (
+                "[auth]\nmax_parallel_hashes = 0",
+                "auth.max_parallel_hashes",
+            ),
             ("[storage]\nurl = \"mysql://x\"", "storage.url"),
             ("[tls]\ncert = \"/x\"", "tls"),
-            ("[push]\nmax_whitelist_entries = 9", "push.max_whitelist_entries"),
-            ("[limits]\nmax_command_bytes = 10", "limits.max_command_bytes"),
-            ("[limits]\nmax_literal_bytes = \"big\"", "limits.max_literal_bytes"),
-            ("[accounts]\ndefault_mailboxes = [{ name = \"INBOX\" }]", "INBOX"),
+            (
+                "[push]\nmax_whitelist_entries = 9",
+                "push.max_whitelist_entries",
+            ),
+            (
+                "[limits]\nmax_command_bytes = 10",
+                "limits.max_command_bytes",
+            ),
+            (
+                "[limits]\nmax_literal_bytes = \"big\"",
+                "limits.max_literal_bytes",
+            ),
+            (
+                "[accounts]\ndefault_mailboxes = [{ name = \"INBOX\" }]",
+                "INBOX",
+            ),
             (
                 "[accounts]\ndefault_mailboxes = [{ name = \"X\", special_use = \"Bin\" }]",
                 "Bin",
@@ -1300,9 +1393,15 @@ level = "debug"
     #[test]
     fn url_redaction() {
         let cases = [
-            ("postgres://cpm:SeCrEt@db:5432/x", "postgres://cpm@db:5432/x"),
+            (
+                "postgres://cpm:SeCrEt@db:5432/x",
+                "postgres://cpm@db:5432/x",
+            ),
             ("postgres://cpm@db/x", "postgres://cpm@db/x"),
-            ("postgres://db/x?sslmode=require", "postgres://db/x?sslmode=require"),
+            (
+                "postgres://db/x?sslmode=require",
+                "postgres://db/x?sslmode=require",
+            ),
             ("sqlite://./data/cpmstore.db", "sqlite://./data/cpmstore.db"),
             ("postgres://u:p%40ss@h", "postgres://u@h"),
         ];
@@ -1312,11 +1411,17 @@ level = "debug"
         let s = StorageConfig {
             url: "postgres://cpm:SeCrEt@127.0.0.1:1/x".into(),
         };
-        assert_eq!(s.describe(), "PostgreSQL at host 127.0.0.1 port 1, database x");
+        assert_eq!(
+            s.describe(),
+            "PostgreSQL at host 127.0.0.1 port 1, database x"
+        );
         assert_eq!(s.url_password().as_deref(), Some("SeCrEt"));
-        let mut c = Config::default();
-        c.storage = s;
-        assert!(!c.to_redacted_json().to_string().contains("SeCrEt"));
+        let c = Config {
+            storage: s,
+            ..Config::default()
+        };
+        let shown = serde_json::to_string(&c.redacted()).unwrap();
+        assert!(!shown.contains("SeCrEt"), "{shown}");
     }
 
     #[test]

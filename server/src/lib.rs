@@ -7,3 +7,11 @@
 //! - `net`, `imap`: listeners and the protocol.
 //!
 //! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod imap;
+pub mod net;
+pub mod push;
+pub mod serve;

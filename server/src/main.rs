@@ -1,1 +1,417 @@
-fn main() {}
+//! The `cpmstore` binary: the command line of INTERFACES.md section 1.
+//!
+//! Every `subscriber` command prints one JSON document on stdout; every failure prints
+//! one line `error: ...` on stderr and exits with its class (1 internal, 2 usage,
+//! 3 conflict, 4 not found, 5 invalid input). Secrets come only from stdin or are
+//! generated, and are printed once, in the JSON.
+
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use cpmstore_server::admin::{self, AddRequest, AdminError, PasswordSource, PskSource};
+use cpmstore_server::auth::Secret;
+use cpmstore_server::config::{Config, ConfigError, LOG_ENV, LogFormat};
+
+/// Most bytes read from stdin for a secret (far above the password and PSK limits, so
+/// an over-long secret is reported as such rather than cut).
+const MAX_STDIN_BYTES: u64 = 64 * 1024;
+
+/// cpmstore: an IMAP message store for OMA CPM services.
+#[derive(Debug, Parser)]
+#[command(name = "cpmstore", version, about, propagate_version = true)]
+struct Cli {
+    /// Config file (TOML). Without one, the embedded defaults apply.
+    #[arg(long, global = true, env = "CPMSTORE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log line format on stderr (overrides `log.format`).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: IMAP, IMAPS, PSK-TLS, HTTP and SIP listeners.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Validate the configuration and print it as JSON (secrets elided).
+    CheckConfig,
+    /// Provision subscribers.
+    #[command(subcommand)]
+    Subscriber(SubscriberCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SubscriberCommand {
+    /// Create a subscriber with its addresses and default mailboxes.
+    Add {
+        /// Login name.
+        user: String,
+        /// Read the password from stdin (one trailing newline is removed).
+        #[arg(long, conflicts_with = "generate_password")]
+        password_stdin: bool,
+        /// Generate a password and print it once, in the JSON.
+        #[arg(long)]
+        generate_password: bool,
+        /// A public identity (tel:+358401234567, sip:alice@ims.example.net); repeatable.
+        #[arg(long = "address", value_name = "URI")]
+        addresses: Vec<String>,
+        /// Storage quota in bytes (default: unlimited).
+        #[arg(long, value_name = "BYTES")]
+        quota: Option<u64>,
+    },
+    /// Replace a subscriber's password.
+    SetPassword {
+        /// Login name.
+        user: String,
+        #[command(flatten)]
+        source: PasswordChoice,
+    },
+    /// Set (or replace) a subscriber's PSK for PSK-TLS.
+    SetPsk {
+        /// Login name.
+        user: String,
+        /// The PSK identity the client presents.
+        #[arg(long, value_name = "ID")]
+        identity: String,
+        #[command(flatten)]
+        source: PskChoice,
+    },
+    /// Disable a subscriber: no login, no push delivery.
+    Disable {
+        /// Login name.
+        user: String,
+    },
+    /// Enable a disabled subscriber.
+    Enable {
+        /// Login name.
+        user: String,
+    },
+    /// Remove a subscriber and all its mail.
+    Remove {
+        /// Login name.
+        user: String,
+    },
+    /// Print a subscriber as JSON.
+    Show {
+        /// Login name.
+        user: String,
+    },
+    /// Print every subscriber as a JSON array.
+    List,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct PasswordChoice {
+    /// Read the password from stdin (one trailing newline is removed).
+    #[arg(long)]
+    password_stdin: bool,
+    /// Generate a password and print it once, in the JSON.
+    #[arg(long)]
+    generate_password: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct PskChoice {
+    /// Read the key as hex from stdin (16 to 64 bytes).
+    #[arg(long)]
+    key_hex_stdin: bool,
+    /// Generate a 32-byte key and print it once, as hex, in the JSON.
+    #[arg(long)]
+    generate: bool,
+}
+
+/// A failure: the exit status and the one-line message.
+#[derive(Debug)]
+struct CliError {
+    code: u8,
+    message: String,
+}
+
+impl CliError {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AdminError> for CliError {
+    fn from(err: AdminError) -> Self {
+        CliError::new(err.exit_code(), err.to_string())
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(err: ConfigError) -> Self {
+        CliError::new(err.exit_code(), err.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors print clap's message and exit 2; --help and --version exit 0.
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.into()),
+    };
+    let serving = matches!(cli.command, Command::Serve);
+    init_logging(&config, cli.log_format, serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return fail(&CliError::new(
+                1,
+                format!("cannot start the async runtime: {e}"),
+            ));
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints `error: ...` as one line and returns the exit status.
+fn fail(err: &CliError) -> ExitCode {
+    let message = err.message.replace(['\n', '\r'], " ");
+    let _ = writeln!(std::io::stderr(), "error: {message}");
+    ExitCode::from(err.code)
+}
+
+/// Logs go to stderr: human-readable lines (coloured on a terminal) or JSON. The filter
+/// is `CPMSTORE_LOG`, else `log.level`, else `info` for `serve` and `warn` otherwise.
+fn init_logging(config: &Config, format: Option<LogFormat>, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let wanted = std::env::var(LOG_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| config.log.level.clone());
+    let (filter, rejected) = match wanted {
+        Some(wanted) => match EnvFilter::try_new(&wanted) {
+            Ok(filter) => (filter, None),
+            Err(_) => (EnvFilter::new(default), Some(wanted)),
+        },
+        None => (EnvFilter::new(default), None),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format.unwrap_or(config.log.format) {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    if let Some(rejected) = rejected {
+        tracing::warn!(filter = %rejected, "{LOG_ENV} is not a valid log filter; using {default}");
+    }
+}
+
+/// Dispatches a command. `serve` stays one arm so the server plugs in here.
+async fn run(command: Command, config: Config) -> Result<(), CliError> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => migrate(&config).await,
+        Command::CheckConfig => print_json(&config.redacted()),
+        Command::Subscriber(command) => subscriber(command, &config).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<(), CliError> {
+    cpmstore_server::serve::run(config).await.map_err(|e| {
+        let message = match &e {
+            cpmstore_server::serve::ServeError::Storage(_) => format!("{e}; check storage.url"),
+            _ => e.to_string(),
+        };
+        CliError::new(1, message)
+    })
+}
+
+async fn migrate(config: &Config) -> Result<(), CliError> {
+    #[derive(Serialize)]
+    struct Migrated {
+        migrated: bool,
+        url: String,
+    }
+    let store = admin::open_store(config).await?;
+    store.close().await;
+    print_json(&Migrated {
+        migrated: true,
+        url: config.storage.redacted_url(),
+    })
+}
+
+async fn subscriber(command: SubscriberCommand, config: &Config) -> Result<(), CliError> {
+    // Secrets are read before the store is opened, so a bad one fails fast and the
+    // order of the messages does not depend on the database.
+    let password = match &command {
+        SubscriberCommand::Add {
+            password_stdin,
+            generate_password,
+            ..
+        } => Some(password_source(*password_stdin, *generate_password)?),
+        SubscriberCommand::SetPassword { source, .. } => Some(password_source(
+            source.password_stdin,
+            source.generate_password,
+        )?),
+        _ => None,
+    };
+    let psk = match &command {
+        SubscriberCommand::SetPsk { source, .. } if source.key_hex_stdin => {
+            Some(PskSource::Hex(read_stdin_secret("PSK")?))
+        }
+        SubscriberCommand::SetPsk { .. } => Some(PskSource::Generate),
+        _ => None,
+    };
+
+    precheck(&command, password.as_ref(), psk.as_ref())?;
+
+    let store = admin::open_store(config).await?;
+    let store = store.as_ref();
+    let result = match command {
+        SubscriberCommand::Add {
+            user,
+            addresses,
+            quota,
+            ..
+        } => {
+            let request = AddRequest {
+                username: user,
+                password: password.unwrap_or(PasswordSource::None),
+                addresses,
+                quota,
+            };
+            to_json(admin::add_subscriber(store, config, request).await)
+        }
+        SubscriberCommand::SetPassword { user, .. } => to_json(
+            admin::set_password(
+                store,
+                config,
+                &user,
+                password.unwrap_or(PasswordSource::None),
+            )
+            .await,
+        ),
+        SubscriberCommand::SetPsk { user, identity, .. } => match psk {
+            Some(psk) => to_json(admin::set_psk(store, config, &user, &identity, psk).await),
+            None => Err(CliError::new(1, "no PSK source")),
+        },
+        SubscriberCommand::Disable { user } => to_json(admin::disable(store, &user).await),
+        SubscriberCommand::Enable { user } => to_json(admin::enable(store, &user).await),
+        SubscriberCommand::Remove { user } => to_json(admin::remove(store, &user).await),
+        SubscriberCommand::Show { user } => to_json(admin::show(store, &user).await),
+        SubscriberCommand::List => to_json(admin::list(store).await),
+    };
+    store.close().await;
+    // The lower layers' messages may quote the storage URL; never its password.
+    let document = result.map_err(|e| CliError::new(e.code, admin::scrub(config, &e.message)))?;
+    print_document(&document)
+}
+
+/// Validates what can be validated without storage, so bad input is reported as such
+/// (exit 5) even when the database is down. The operations check again.
+fn precheck(
+    command: &SubscriberCommand,
+    password: Option<&PasswordSource>,
+    psk: Option<&PskSource>,
+) -> Result<(), CliError> {
+    let user = match command {
+        SubscriberCommand::Add { user, .. }
+        | SubscriberCommand::SetPassword { user, .. }
+        | SubscriberCommand::SetPsk { user, .. }
+        | SubscriberCommand::Disable { user }
+        | SubscriberCommand::Enable { user }
+        | SubscriberCommand::Remove { user }
+        | SubscriberCommand::Show { user } => Some(user),
+        SubscriberCommand::List => None,
+    };
+    if let Some(user) = user {
+        admin::validate_username(user)?;
+    }
+    if let SubscriberCommand::Add { addresses, .. } = command {
+        for address in addresses {
+            admin::normalize_address(address)?;
+        }
+    }
+    if let SubscriberCommand::SetPsk { identity, .. } = command {
+        cpmstore_server::auth::psk::validate_identity(identity).map_err(AdminError::from)?;
+    }
+    if let Some(PasswordSource::Given(password)) = password {
+        cpmstore_server::auth::credentials::check_policy(password).map_err(AdminError::from)?;
+    }
+    if let Some(PskSource::Hex(hex)) = psk {
+        cpmstore_server::auth::psk::parse_key_hex(hex.expose()).map_err(AdminError::from)?;
+    }
+    Ok(())
+}
+
+fn password_source(from_stdin: bool, generate: bool) -> Result<PasswordSource, CliError> {
+    Ok(if from_stdin {
+        PasswordSource::Given(read_stdin_secret("password")?)
+    } else if generate {
+        PasswordSource::Generate
+    } else {
+        PasswordSource::None
+    })
+}
+
+/// Reads all of stdin as a secret, without one trailing `\n` or `\r\n`.
+fn read_stdin_secret(what: &str) -> Result<Secret, CliError> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(MAX_STDIN_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::new(1, format!("cannot read the {what} from stdin: {e}")))?;
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(bytes.len() - 2);
+    } else if bytes.ends_with(b"\n") {
+        bytes.truncate(bytes.len() - 1);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Secret::new(text)),
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut bytes);
+            Err(CliError::new(
+                5,
+                format!("the {what} on stdin is not valid UTF-8; send UTF-8 text"),
+            ))
+        }
+    }
+}
+
+/// The JSON text of a result. Pretty-printed: one document, easy for people and
+/// scripts alike. The text may hold a generated secret: it goes to stdout only.
+fn to_json<T: Serialize>(result: Result<T, AdminError>) -> Result<Secret, CliError> {
+    let value = result?;
+    serde_json::to_string_pretty(&value)
+        .map(Secret::new)
+        .map_err(|e| CliError::new(1, format!("cannot encode the result as JSON: {e}")))
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    print_document(&to_json(Ok(value))?)
+}
+
+fn print_document(document: &Secret) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", document.expose())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::new(1, format!("cannot write to stdout: {e}")))
+}

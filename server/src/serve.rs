@@ -26,7 +26,10 @@ pub enum ServeError {
     #[error("TLS: {0}")]
     Tls(#[from] crate::net::tls::TlsError),
     #[error("cannot listen on {addr}: {source}; is another server using the port?")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -47,12 +50,12 @@ struct ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.limits.per_ip.lock() {
-            if let Some(n) = map.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(&self.ip);
-                }
+        if let Ok(mut map) = self.limits.per_ip.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
             }
         }
     }
@@ -67,7 +70,11 @@ impl ConnLimits {
             return None;
         }
         *n += 1;
-        Some(ConnSlot { limits: self.clone(), ip, _permit: permit })
+        Some(ConnSlot {
+            limits: self.clone(),
+            ip,
+            _permit: permit,
+        })
     }
 }
 
@@ -85,7 +92,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -116,7 +126,11 @@ pub async fn run_until(
     let source = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => CertSource::Files { cert, key },
         (None, None) => CertSource::SelfSigned { dir: &tls_dir },
-        _ => return Err(ServeError::Other("tls.cert and tls.key must be set together".into())),
+        _ => {
+            return Err(ServeError::Other(
+                "tls.cert and tls.key must be set together".into(),
+            ));
+        }
     };
     let self_signed = matches!(source, CertSource::SelfSigned { .. });
     let (tls_config, generated) = server_config(source)?;
@@ -149,10 +163,21 @@ pub async fn run_until(
     // Held by every session; the server waits for the count to drop at shutdown.
     let alive = Arc::new(());
     let mut accept_loops = Vec::new();
-    for (kind, addrs) in [(ListenerKind::Imap, &config.imap.listen), (ListenerKind::Imaps, &config.imaps.listen)] {
+    for (kind, addrs) in [
+        (ListenerKind::Imap, &config.imap.listen),
+        (ListenerKind::Imaps, &config.imaps.listen),
+    ] {
         for addr in addrs {
-            let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: *addr, source })?;
-            let local = listener.local_addr().map_err(|source| ServeError::Bind { addr: *addr, source })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| ServeError::Bind {
+                addr: *addr,
+                source,
+            })?;
             tracing::info!(listener = kind.as_str(), addr = %local, "listening");
             let tls = (kind == ListenerKind::Imaps).then(|| acceptor.clone());
             accept_loops.push(tokio::spawn(accept_loop(
@@ -180,7 +205,10 @@ pub async fn run_until(
     }
     let left = Arc::strong_count(&alive) - 1;
     if left > 0 {
-        tracing::warn!(sessions = left, "grace period over; closing remaining sessions");
+        tracing::warn!(
+            sessions = left,
+            "grace period over; closing remaining sessions"
+        );
     }
     store.close().await;
     tracing::info!("stopped");
@@ -223,7 +251,11 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(peer);
-        let info = ConnInfo { peer, local, listener: kind };
+        let info = ConnInfo {
+            peer,
+            local,
+            listener: kind,
+        };
         let ctx = ctx.clone();
         let tls = tls.clone();
         let alive = alive.clone();

@@ -135,7 +135,11 @@ pub fn derive(password: &Secret, params: &HashParams) -> Result<CredentialRecord
 
     let mut scram_salt = vec![0u8; SCRAM_SALT_BYTES];
     OsRng.fill_bytes(&mut scram_salt);
-    let secrets = scram_secrets(&scram_password(password), &scram_salt, params.scram_iterations);
+    let secrets = scram_secrets(
+        scram_password(password).expose(),
+        &scram_salt,
+        params.scram_iterations,
+    );
     Ok(CredentialRecord {
         argon2_phc: phc,
         scram_salt,
@@ -192,7 +196,8 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC is defined for keys of any length (long keys are hashed, short ones padded),
     // so `new_from_slice` cannot fail for it.
     #[allow(clippy::expect_used)]
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -247,6 +252,8 @@ struct VerifierInner {
     /// A PHC string of a random password with the configured parameters, made on first
     /// need; unknown users are checked against it.
     dummy: OnceLock<String>,
+    /// Per-process random key from which unknown users' SCRAM salts are derived.
+    scram_dummy_key: SecretBytes,
 }
 
 impl VerifierInner {
@@ -279,6 +286,7 @@ impl Verifier {
                 params,
                 permits: Arc::new(Semaphore::new(max_parallel.max(1))),
                 dummy: OnceLock::new(),
+                scram_dummy_key: SecretBytes::random(32),
             }),
         }
     }
@@ -293,6 +301,19 @@ impl Verifier {
         &self.inner.params
     }
 
+    /// SCRAM parameters (salt, iterations) to announce for a user that does not exist or
+    /// has no password, so the server-first-message looks like a real one: the salt is
+    /// derived from the username under a per-process random key (the same on repeated
+    /// attempts), the iterations are the configured ones. The exchange then fails at
+    /// the proof, like a wrong password.
+    pub fn dummy_scram_params(&self, username: &str) -> (Vec<u8>, u32) {
+        let mac = hmac_sha256(self.inner.scram_dummy_key.expose(), username.as_bytes());
+        (
+            mac[..SCRAM_SALT_BYTES].to_vec(),
+            self.inner.params.scram_iterations,
+        )
+    }
+
     /// Computes the dummy hash now, so the first unknown user costs no more than the
     /// others. Call once at start-up.
     pub async fn warm_up(&self) {
@@ -305,7 +326,11 @@ impl Verifier {
     /// True when `password` matches `record`. `None` (unknown user, or no password set)
     /// is checked against a dummy hash with the same cost and is always false; so is a
     /// password that breaks the policy.
-    pub async fn verify_password(&self, record: Option<&CredentialRecord>, password: &Secret) -> bool {
+    pub async fn verify_password(
+        &self,
+        record: Option<&CredentialRecord>,
+        password: &Secret,
+    ) -> bool {
         let phc = record.map(|r| r.argon2_phc.clone());
         let policy_ok = check_policy(password).is_ok();
         let password = password.clone();
@@ -389,18 +414,37 @@ mod tests {
     async fn derive_then_verify() {
         let params = cheap();
         let record = derive(&Secret::from("correct horse"), &params).unwrap();
-        assert!(record.argon2_phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(
+            record
+                .argon2_phc
+                .starts_with("$argon2id$v=19$m=64,t=1,p=1$")
+        );
         assert_eq!(record.scram_salt.len(), SCRAM_SALT_BYTES);
         assert_eq!(record.scram_iterations, 4096);
         assert!(!format!("{record:?}").contains("argon2"));
 
         let verifier = Verifier::new(params, 2);
         assert!(verify_password(&verifier, Some(&record), &Secret::from("correct horse")).await);
-        assert!(!verifier.verify_password(Some(&record), &Secret::from("correct horsE")).await);
-        assert!(!verifier.verify_password(Some(&record), &Secret::from("")).await);
-        assert!(!verifier.verify_password(None, &Secret::from("correct horse")).await);
+        assert!(
+            !verifier
+                .verify_password(Some(&record), &Secret::from("correct horsE"))
+                .await
+        );
+        assert!(
+            !verifier
+                .verify_password(Some(&record), &Secret::from(""))
+                .await
+        );
+        assert!(
+            !verifier
+                .verify_password(None, &Secret::from("correct horse"))
+                .await
+        );
 
-        let again = verifier.derive(&Secret::from("correct horse")).await.unwrap();
+        let again = verifier
+            .derive(&Secret::from("correct horse"))
+            .await
+            .unwrap();
         assert_ne!(again.scram_salt, record.scram_salt, "fresh salt each time");
         assert_ne!(again.argon2_phc, record.argon2_phc);
 
@@ -408,6 +452,16 @@ mod tests {
         let s = scram_secrets(b"correct horse", &record.scram_salt, 4096);
         assert_eq!(s.stored_key.to_vec(), record.scram_stored_key);
         assert_eq!(s.server_key.to_vec(), record.scram_server_key);
+    }
+
+    #[test]
+    fn dummy_scram_params_are_stable_per_user() {
+        let verifier = Verifier::new(cheap(), 1);
+        let (salt, iterations) = verifier.dummy_scram_params("ghost");
+        assert_eq!(salt.len(), SCRAM_SALT_BYTES);
+        assert_eq!(iterations, 4096);
+        assert_eq!(verifier.dummy_scram_params("ghost").0, salt);
+        assert_ne!(verifier.dummy_scram_params("ghost2").0, salt);
     }
 
     #[test]
@@ -420,12 +474,18 @@ mod tests {
             scram_iterations: 4095,
             ..cheap()
         };
-        assert!(matches!(derive(&Secret::from("x"), &low), Err(CredentialError::Params(_))));
+        assert!(matches!(
+            derive(&Secret::from("x"), &low),
+            Err(CredentialError::Params(_))
+        ));
         let bad = HashParams {
             argon2_m_kib: 1,
             ..cheap()
         };
-        assert!(matches!(derive(&Secret::from("x"), &bad), Err(CredentialError::Params(_))));
+        assert!(matches!(
+            derive(&Secret::from("x"), &bad),
+            Err(CredentialError::Params(_))
+        ));
     }
 
     #[test]
@@ -433,9 +493,27 @@ mod tests {
         let params = cheap();
         let record = derive(&Secret::from("pw"), &params).unwrap();
         assert!(!needs_rehash(&record, &params));
-        assert!(needs_rehash(&record, &HashParams { argon2_t: 2, ..params }));
-        assert!(needs_rehash(&record, &HashParams { argon2_m_kib: 128, ..params }));
-        assert!(needs_rehash(&record, &HashParams { scram_iterations: 8192, ..params }));
+        assert!(needs_rehash(
+            &record,
+            &HashParams {
+                argon2_t: 2,
+                ..params
+            }
+        ));
+        assert!(needs_rehash(
+            &record,
+            &HashParams {
+                argon2_m_kib: 128,
+                ..params
+            }
+        ));
+        assert!(needs_rehash(
+            &record,
+            &HashParams {
+                scram_iterations: 8192,
+                ..params
+            }
+        ));
         let mut broken = record.clone();
         broken.argon2_phc = "$2b$10$notargon".into();
         assert!(needs_rehash(&broken, &params));
@@ -451,8 +529,10 @@ mod tests {
         let client_first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
         let server_first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
                             s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
-        let client_final_without_proof = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
-        let auth_message = format!("{client_first_bare},{server_first},{client_final_without_proof}");
+        let client_final_without_proof =
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+        let auth_message =
+            format!("{client_first_bare},{server_first},{client_final_without_proof}");
 
         // The server signature the RFC's server sends.
         let server_signature = hmac_sha256(&secrets.server_key, auth_message.as_bytes());

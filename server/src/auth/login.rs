@@ -72,7 +72,10 @@ impl Authenticator {
             },
             None => None,
         };
-        let ok = self.verifier.verify_password(record.as_ref(), password).await;
+        let ok = self
+            .verifier
+            .verify_password(record.as_ref(), password)
+            .await;
         let outcome = match account {
             Some(a) if ok && a.status == AccountStatus::Active => Ok(a),
             Some(a) if ok => {

@@ -4,8 +4,10 @@
 //! - [`credentials`]: argon2id and SCRAM-SHA-256 verifiers, the password policy, and the
 //!   bounded, constant-cost [`credentials::Verifier`].
 //! - [`psk`]: PSK keys sealed at rest under the key-encryption key.
+//! - [`login`]: password logins with one answer for every failure.
 
 pub mod credentials;
+pub mod login;
 pub mod psk;
 pub mod secret;
 

@@ -59,7 +59,9 @@ pub enum PskError {
     Seal,
     /// The sealed key is malformed, was sealed under another KEK, or for another
     /// identity, or was tampered with.
-    #[error("the stored PSK cannot be opened (wrong key-encryption key, wrong identity or tampered data)")]
+    #[error(
+        "the stored PSK cannot be opened (wrong key-encryption key, wrong identity or tampered data)"
+    )]
     Open,
 }
 
@@ -96,7 +98,9 @@ pub fn generate_key() -> SecretBytes {
 pub fn validate_identity(identity: &str) -> Result<(), PskError> {
     if identity.is_empty()
         || identity.len() > MAX_IDENTITY_BYTES
-        || identity.chars().any(|c| c.is_control() || c.is_whitespace())
+        || identity
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
     {
         return Err(PskError::InvalidIdentity(format!(
             "invalid PSK identity {identity:?}: it must be 1 to {MAX_IDENTITY_BYTES} bytes without whitespace or control characters"
@@ -126,7 +130,9 @@ impl Kek {
         match &config.auth.psk_kek_file {
             Some(path) => Kek::read(path).map_err(|message| PskError::Kek {
                 path: path.clone(),
-                message: format!("{message}; auth.psk_kek_file must name a file holding 64 hex digits"),
+                message: format!(
+                    "{message}; auth.psk_kek_file must name a file holding 64 hex digits"
+                ),
             }),
             None => Kek::read_or_generate(&config.data_dir.join(crate::config::PSK_KEK_FILE)),
         }
@@ -208,7 +214,10 @@ impl Kek {
 /// directory, then a hard link to the final name, which fails if another process won
 /// the race (its key is then used).
 fn generate_file(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut suffix = [0u8; 8];
     OsRng.fill_bytes(&mut suffix);
@@ -243,19 +252,22 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 
 #[cfg(not(unix))]
 fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "the PSK key-encryption key is accessible to group or others; chmod 600 it"
-            );
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the PSK key-encryption key is accessible to group or others; chmod 600 it"
+        );
     }
 }
 
@@ -274,7 +286,10 @@ mod tests {
         assert_eq!(key.len(), GENERATED_PSK_BYTES);
         let sealed = kek.seal("alice-phone", &key).unwrap();
         assert_eq!(sealed.len(), NONCE_BYTES + GENERATED_PSK_BYTES + TAG_BYTES);
-        assert_eq!(kek.open("alice-phone", &sealed).unwrap().expose(), key.expose());
+        assert_eq!(
+            kek.open("alice-phone", &sealed).unwrap().expose(),
+            key.expose()
+        );
         // A fresh nonce each time.
         assert_ne!(kek.seal("alice-phone", &key).unwrap(), sealed);
     }
@@ -286,7 +301,10 @@ mod tests {
         for i in [0, NONCE_BYTES, sealed.len() - 1] {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert!(matches!(kek.open("id", &bad), Err(PskError::Open)), "byte {i}");
+            assert!(
+                matches!(kek.open("id", &bad), Err(PskError::Open)),
+                "byte {i}"
+            );
         }
         assert!(matches!(kek.open("other-id", &sealed), Err(PskError::Open)));
         assert!(matches!(kek.open("id", &sealed[..20]), Err(PskError::Open)));
@@ -296,10 +314,18 @@ mod tests {
 
     #[test]
     fn key_hex_parsing() {
-        assert_eq!(parse_key_hex(" 00112233445566778899aabbccddeeff\n").unwrap().len(), 16);
+        assert_eq!(
+            parse_key_hex(" 00112233445566778899aabbccddeeff\n")
+                .unwrap()
+                .len(),
+            16
+        );
         assert_eq!(parse_key_hex(&"AB".repeat(64)).unwrap().len(), 64);
         for bad in ["", "  \n", "xyz", "001", &"00".repeat(15), &"00".repeat(65)] {
-            assert!(matches!(parse_key_hex(bad), Err(PskError::InvalidKey(_))), "{bad:?}");
+            assert!(
+                matches!(parse_key_hex(bad), Err(PskError::InvalidKey(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -331,7 +357,10 @@ mod tests {
         let again = Kek::read_or_generate(&path).unwrap();
         assert!(again.open("id", &sealed).is_ok());
         // No temporary files left behind.
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     #[test]

@@ -33,11 +33,17 @@ pub struct FrameLimits {
 pub enum Incoming {
     Command(Command<'static>),
     /// Could not be parsed as a command; answer `BAD` (tagged when a tag was readable).
-    Malformed { tag: Option<Tag<'static>> },
+    Malformed {
+        tag: Option<Tag<'static>>,
+    },
     /// A synchronising literal was refused before it was sent: answer `NO [TOOBIG]`.
-    LiteralRefused { tag: Option<Tag<'static>> },
+    LiteralRefused {
+        tag: Option<Tag<'static>>,
+    },
     /// A non-synchronising literal or a line too long to accept: answer and close.
-    Overflow { tag: Option<Tag<'static>> },
+    Overflow {
+        tag: Option<Tag<'static>>,
+    },
     /// The client closed the connection.
     Closed,
 }
@@ -140,8 +146,16 @@ impl Framed {
             let range = info.range();
             self.pending = self.pending.saturating_sub(range.len());
             self.awaiting_literal = 0;
-            if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = info {
-                let limit = if self.is_append() { self.limits.max_literal_bytes } else { self.limits.max_command_bytes };
+            if let FragmentInfo::Line {
+                announcement: Some(LiteralAnnouncement { mode, length }),
+                ..
+            } = info
+            {
+                let limit = if self.is_append() {
+                    self.limits.max_literal_bytes
+                } else {
+                    self.limits.max_command_bytes
+                };
                 self.literal_total += u64::from(length);
                 if self.literal_total > u64::from(limit) {
                     let tag = self.tag();
@@ -190,11 +204,15 @@ impl Framed {
                 self.frag.skip_message();
                 return Ok(AuthLine::Malformed);
             }
-            return Ok(match self.frag.decode_message(&AuthenticateDataCodec::default()) {
-                Ok(AuthenticateData::Continue(data)) => AuthLine::Data(data.declassify().to_vec()),
-                Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
-                Err(_) => AuthLine::Malformed,
-            });
+            return Ok(
+                match self.frag.decode_message(&AuthenticateDataCodec::default()) {
+                    Ok(AuthenticateData::Continue(data)) => {
+                        AuthLine::Data(data.declassify().to_vec())
+                    }
+                    Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
+                    Err(_) => AuthLine::Malformed,
+                },
+            );
         }
     }
 
@@ -236,6 +254,8 @@ impl Framed {
 fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {
     // Room for one full-size literal plus the command around it; more is dropped and the
     // command then fails to decode (MessageTooLong), so memory stays bounded.
-    let max = limits.max_literal_bytes.saturating_add(limits.max_command_bytes.saturating_mul(2));
+    let max = limits
+        .max_literal_bytes
+        .saturating_add(limits.max_command_bytes.saturating_mul(2));
     Fragmentizer::new(max)
 }

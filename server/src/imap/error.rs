@@ -6,7 +6,10 @@ use cpmstore_storage::Error as StoreError;
 #[derive(Debug)]
 pub enum CmdError {
     /// `NO` with an optional response code.
-    No { code: Option<&'static str>, text: String },
+    No {
+        code: Option<&'static str>,
+        text: String,
+    },
     /// `BAD`: the command is malformed or not allowed in this state.
     Bad(String),
     /// Storage failed.
@@ -28,19 +31,31 @@ pub struct Done {
 
 impl Done {
     pub fn text(text: impl Into<String>) -> Self {
-        Done { code: None, text: text.into() }
+        Done {
+            code: None,
+            text: text.into(),
+        }
     }
     pub fn with_code(code: impl Into<String>, text: impl Into<String>) -> Self {
-        Done { code: Some(code.into()), text: text.into() }
+        Done {
+            code: Some(code.into()),
+            text: text.into(),
+        }
     }
 }
 
 impl CmdError {
     pub fn no(text: impl Into<String>) -> Self {
-        CmdError::No { code: None, text: text.into() }
+        CmdError::No {
+            code: None,
+            text: text.into(),
+        }
     }
     pub fn no_code(code: &'static str, text: impl Into<String>) -> Self {
-        CmdError::No { code: Some(code), text: text.into() }
+        CmdError::No {
+            code: Some(code),
+            text: text.into(),
+        }
     }
     pub fn bad(text: impl Into<String>) -> Self {
         CmdError::Bad(text.into())
@@ -69,13 +84,19 @@ pub fn status_line(tag: &str, err: &CmdError) -> String {
         CmdError::No { code, text } => ("NO", *code, text.clone()),
         CmdError::Bad(text) => ("BAD", None, text.clone()),
         CmdError::Store(e) => match e {
-            StoreError::NotFound(_) => ("NO", Some("NONEXISTENT"), "No such mailbox or message".into()),
+            StoreError::NotFound(_) => (
+                "NO",
+                Some("NONEXISTENT"),
+                "No such mailbox or message".into(),
+            ),
             StoreError::AlreadyExists(_) => ("NO", Some("ALREADYEXISTS"), "Already exists".into()),
             StoreError::Invalid(what) => ("NO", Some("CANNOT"), what.clone()),
             StoreError::OverQuota => ("NO", Some("OVERQUOTA"), "Quota exceeded".into()),
-            StoreError::Unreachable(_) | StoreError::Database(_) => {
-                ("NO", Some("UNAVAILABLE"), "Temporary storage failure, try again later".into())
-            }
+            StoreError::Unreachable(_) | StoreError::Database(_) => (
+                "NO",
+                Some("UNAVAILABLE"),
+                "Temporary storage failure, try again later".into(),
+            ),
         },
         CmdError::Bye(text) => ("BAD", None, text.clone()),
         CmdError::Io(_) => ("BAD", None, "I/O error".into()),
@@ -94,17 +115,35 @@ mod tests {
     #[test]
     fn mapping() {
         let cases = [
-            (CmdError::Store(StoreError::NotFound("x".into())), "a NO [NONEXISTENT] No such mailbox or message\r\n"),
-            (CmdError::Store(StoreError::AlreadyExists("x".into())), "a NO [ALREADYEXISTS] Already exists\r\n"),
-            (CmdError::Store(StoreError::OverQuota), "a NO [OVERQUOTA] Quota exceeded\r\n"),
-            (CmdError::bad("Unknown command"), "a BAD Unknown command\r\n"),
-            (CmdError::no_code("PRIVACYREQUIRED", "TLS first"), "a NO [PRIVACYREQUIRED] TLS first\r\n"),
+            (
+                CmdError::Store(StoreError::NotFound("x".into())),
+                "a NO [NONEXISTENT] No such mailbox or message\r\n",
+            ),
+            (
+                CmdError::Store(StoreError::AlreadyExists("x".into())),
+                "a NO [ALREADYEXISTS] Already exists\r\n",
+            ),
+            (
+                CmdError::Store(StoreError::OverQuota),
+                "a NO [OVERQUOTA] Quota exceeded\r\n",
+            ),
+            (
+                CmdError::bad("Unknown command"),
+                "a BAD Unknown command\r\n",
+            ),
+            (
+                CmdError::no_code("PRIVACYREQUIRED", "TLS first"),
+                "a NO [PRIVACYREQUIRED] TLS first\r\n",
+            ),
         ];
         for (err, line) in cases {
             assert_eq!(status_line("a", &err), line);
         }
         // Internal details never reach the client.
-        let line = status_line("a", &CmdError::Store(StoreError::Database("secret table detail".into())));
+        let line = status_line(
+            "a",
+            &CmdError::Store(StoreError::Database("secret table detail".into())),
+        );
         assert!(!line.contains("secret"));
     }
 }

@@ -30,7 +30,13 @@ pub struct MailboxView {
 }
 
 impl MailboxView {
-    pub fn new(mailbox: Mailbox, read_only: bool, messages: Vec<MessageMeta>, recent_from: u32, keywords: Vec<String>) -> Self {
+    pub fn new(
+        mailbox: Mailbox,
+        read_only: bool,
+        messages: Vec<MessageMeta>,
+        recent_from: u32,
+        keywords: Vec<String>,
+    ) -> Self {
         let modseq = mailbox.highestmodseq;
         let mut uids = Vec::with_capacity(messages.len());
         let mut flags = Vec::with_capacity(messages.len());
@@ -38,7 +44,16 @@ impl MailboxView {
             uids.push(m.uid);
             flags.push(m.flags);
         }
-        MailboxView { mailbox, read_only, uids, flags, recent_from, modseq, pending_expunge: BTreeSet::new(), keywords }
+        MailboxView {
+            mailbox,
+            read_only,
+            uids,
+            flags,
+            recent_from,
+            modseq,
+            pending_expunge: BTreeSet::new(),
+            keywords,
+        }
     }
 
     pub fn exists(&self) -> u32 {
@@ -162,11 +177,21 @@ impl MailboxView {
             }
         }
         if self.uids.len() != before {
-            out.extend_from_slice(format!("* {} EXISTS\r\n* {} RECENT\r\n", self.uids.len(), self.recent_count()).as_bytes());
+            out.extend_from_slice(
+                format!(
+                    "* {} EXISTS\r\n* {} RECENT\r\n",
+                    self.uids.len(),
+                    self.recent_count()
+                )
+                .as_bytes(),
+            );
         }
         for uid in flag_updates {
             if let (Some(seq), Some(flags)) = (self.seq_of(uid), self.flags_of(uid)) {
-                let line = format!("* {seq} FETCH (UID {uid} FLAGS {})\r\n", flag_list(flags, self.is_recent(uid)));
+                let line = format!(
+                    "* {seq} FETCH (UID {uid} FLAGS {})\r\n",
+                    flag_list(flags, self.is_recent(uid))
+                );
                 out.extend_from_slice(line.as_bytes());
             }
         }
@@ -227,7 +252,13 @@ pub fn to_ranges(uids: &[u32]) -> Vec<UidRange> {
 pub fn uid_set_string(uids: &[u32]) -> String {
     to_ranges(uids)
         .iter()
-        .map(|r| if r.start == r.end { r.start.to_string() } else { format!("{}:{}", r.start, r.end) })
+        .map(|r| {
+            if r.start == r.end {
+                r.start.to_string()
+            } else {
+                format!("{}:{}", r.start, r.end)
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -265,7 +296,13 @@ mod tests {
             special_use: None,
             subscribed: true,
         };
-        MailboxView::new(mailbox, false, uids.iter().map(|u| meta(*u)).collect(), 100, vec![])
+        MailboxView::new(
+            mailbox,
+            false,
+            uids.iter().map(|u| meta(*u)).collect(),
+            100,
+            vec![],
+        )
     }
 
     fn set(s: &str) -> SequenceSet {
@@ -288,12 +325,20 @@ mod tests {
     fn expunges_are_deferred_and_numbered_from_the_top() {
         let mut v = view(&[3, 5, 9]);
         let mut out = Vec::new();
-        let changes = MailboxChanges { highestmodseq: 6, uidnext: 100, changed: vec![], expunged: vec![3, 9] };
+        let changes = MailboxChanges {
+            highestmodseq: 6,
+            uidnext: 100,
+            changed: vec![],
+            expunged: vec![3, 9],
+        };
         v.apply(changes, false, &mut out);
         assert!(out.is_empty());
         assert_eq!(v.exists(), 3);
         v.flush_expunges(&mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n"
+        );
         assert_eq!(v.uid_of(1), Some(5));
     }
 
@@ -303,11 +348,19 @@ mod tests {
         let mut out = Vec::new();
         let mut changed = meta(3);
         changed.flags.system.0 = cpmstore_storage::SystemFlags::SEEN;
-        let changes = MailboxChanges { highestmodseq: 7, uidnext: 100, changed: vec![changed, meta(4)], expunged: vec![] };
+        let changes = MailboxChanges {
+            highestmodseq: 7,
+            uidnext: 100,
+            changed: vec![changed, meta(4)],
+            expunged: vec![],
+        };
         v.apply(changes, true, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("* 2 EXISTS\r\n"), "{text}");
-        assert!(text.contains("* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n"), "{text}");
+        assert!(
+            text.contains("* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n"),
+            "{text}"
+        );
         assert_eq!(v.modseq, 7);
     }
 

@@ -6,7 +6,9 @@ use cpmstore_storage::{Flags, SystemFlags};
 
 /// An IMAP string: an atom-safe quoted string when possible, else a literal.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    let quotable = s.len() < 1024 && s.iter().all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0);
+    let quotable = s.len() < 1024
+        && s.iter()
+            .all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0);
     if quotable {
         out.push(b'"');
         for &b in s {
@@ -99,7 +101,10 @@ mod tests {
             system: SystemFlags(SystemFlags::SEEN | SystemFlags::ANSWERED),
             keywords: vec!["$Forwarded".into()],
         };
-        assert_eq!(flag_list(&flags, true), "(\\Answered \\Seen $Forwarded \\Recent)");
+        assert_eq!(
+            flag_list(&flags, true),
+            "(\\Answered \\Seen $Forwarded \\Recent)"
+        );
         assert_eq!(flag_list(&Flags::default(), false), "()");
     }
 }

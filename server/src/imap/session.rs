@@ -9,21 +9,26 @@ use std::time::Duration;
 
 use cpmstore_storage::{Account, Change, MailboxId};
 use imap_codec::imap_types::command::{Command, CommandBody};
-use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
 
+use super::ImapCtx;
 use super::codec::{Framed, Incoming};
 use super::command;
-use super::error::{CmdError, CmdResult, Done, status_line};
+use super::error::{CmdError, CmdResult, status_line};
 use super::mailbox_view::MailboxView;
-use super::ImapCtx;
-use crate::net::{ConnInfo, ListenerKind};
+use crate::net::ConnInfo;
 
 /// The session's state; each transition replaces the whole state.
 pub enum State {
     NotAuthenticated,
-    Authenticated { user: Arc<Account> },
-    Selected { user: Arc<Account>, view: Box<MailboxView> },
+    Authenticated {
+        user: Arc<Account>,
+    },
+    Selected {
+        user: Arc<Account>,
+        view: Box<MailboxView>,
+    },
     Logout,
 }
 
@@ -128,9 +133,19 @@ impl Session {
             }
             return caps.join(" ");
         }
-        caps.extend(["NAMESPACE", "UIDPLUS", "UNSELECT", "CHILDREN", "SPECIAL-USE", "MOVE"]);
+        caps.extend([
+            "NAMESPACE",
+            "UIDPLUS",
+            "UNSELECT",
+            "CHILDREN",
+            "SPECIAL-USE",
+            "MOVE",
+        ]);
         let mut s = caps.join(" ");
-        s.push_str(&format!(" APPENDLIMIT={}", self.ctx.limits.max_literal_bytes));
+        s.push_str(&format!(
+            " APPENDLIMIT={}",
+            self.ctx.limits.max_literal_bytes
+        ));
         s
     }
 
@@ -146,7 +161,11 @@ impl Session {
             }
             return Ok(());
         }
-        let changes = self.ctx.store.changes_since(user.id, view.mailbox.id, view.modseq).await?;
+        let changes = self
+            .ctx
+            .store
+            .changes_since(user.id, view.mailbox.id, view.modseq)
+            .await?;
         view.apply(changes, allow_expunge, &mut self.out);
         self.dirty = false;
         Ok(())
@@ -158,10 +177,11 @@ impl Session {
         loop {
             match self.changes.try_recv() {
                 Ok(change) => {
-                    if let Some((account, mailbox)) = selected {
-                        if change.account == account && change.mailbox.is_none_or(|m| m == mailbox) {
-                            self.dirty = true;
-                        }
+                    if let Some((account, mailbox)) = selected
+                        && change.account == account
+                        && change.mailbox.is_none_or(|m| m == mailbox)
+                    {
+                        self.dirty = true;
                     }
                 }
                 Err(TryRecvError::Lagged(_)) => self.dirty = true,
@@ -183,7 +203,9 @@ fn allowed(state: &State, body: &CommandBody<'_>) -> bool {
     use CommandBody as C;
     match body {
         C::Capability | C::Noop | C::Logout | C::Id { .. } => true,
-        C::StartTLS | C::Authenticate { .. } | C::Login { .. } => matches!(state, State::NotAuthenticated),
+        C::StartTLS | C::Authenticate { .. } | C::Login { .. } => {
+            matches!(state, State::NotAuthenticated)
+        }
         C::Select { .. }
         | C::Examine { .. }
         | C::Create { .. }
@@ -215,7 +237,9 @@ fn allowed(state: &State, body: &CommandBody<'_>) -> bool {
 /// Whether EXPUNGE responses may be sent while answering this command.
 fn expunge_allowed(body: &CommandBody<'_>) -> bool {
     match body {
-        CommandBody::Fetch { uid, .. } | CommandBody::Store { uid, .. } | CommandBody::Search { uid, .. } => *uid,
+        CommandBody::Fetch { uid, .. }
+        | CommandBody::Store { uid, .. }
+        | CommandBody::Search { uid, .. } => *uid,
         _ => true,
     }
 }
@@ -242,7 +266,9 @@ pub async fn run(mut s: Session) {
         };
         let incoming = match incoming {
             Err(_) => {
-                let _ = s.io.write_all(b"* BYE Autologout; idle for too long.\r\n").await;
+                let _ =
+                    s.io.write_all(b"* BYE Autologout; idle for too long.\r\n")
+                        .await;
                 break;
             }
             Ok(Err(e)) => {
@@ -256,7 +282,10 @@ pub async fn run(mut s: Session) {
             Incoming::Closed => break,
             Incoming::Malformed { tag } => {
                 let line = match tag {
-                    Some(tag) => format!("{} BAD Error in IMAP command: could not parse it.\r\n", tag.inner()),
+                    Some(tag) => format!(
+                        "{} BAD Error in IMAP command: could not parse it.\r\n",
+                        tag.inner()
+                    ),
                     None => "* BAD Error in IMAP command: could not parse it.\r\n".to_string(),
                 };
                 if s.io.write_all(line.as_bytes()).await.is_err() {
@@ -265,7 +294,9 @@ pub async fn run(mut s: Session) {
                 continue;
             }
             Incoming::LiteralRefused { tag } => {
-                let tag = tag.map(|t| t.inner().to_string()).unwrap_or_else(|| "*".into());
+                let tag = tag
+                    .map(|t| t.inner().to_string())
+                    .unwrap_or_else(|| "*".into());
                 let line = format!("{tag} NO [TOOBIG] Literal larger than allowed.\r\n");
                 if s.io.write_all(line.as_bytes()).await.is_err() {
                     break;
@@ -273,8 +304,12 @@ pub async fn run(mut s: Session) {
                 continue;
             }
             Incoming::Overflow { tag } => {
-                let tag = tag.map(|t| t.inner().to_string()).unwrap_or_else(|| "*".into());
-                let line = format!("{tag} BAD [TOOBIG] Command or literal larger than allowed.\r\n* BYE Too much data.\r\n");
+                let tag = tag
+                    .map(|t| t.inner().to_string())
+                    .unwrap_or_else(|| "*".into());
+                let line = format!(
+                    "{tag} BAD [TOOBIG] Command or literal larger than allowed.\r\n* BYE Too much data.\r\n"
+                );
                 let _ = s.io.write_all(line.as_bytes()).await;
                 break;
             }
@@ -290,7 +325,9 @@ pub async fn run(mut s: Session) {
             Next::Continue => {}
             Next::Close => break,
             Next::StartTls => {
-                let Some(acceptor) = s.ctx.tls.clone() else { break };
+                let Some(acceptor) = s.ctx.tls.clone() else {
+                    break;
+                };
                 if let Err(e) = s.io.start_tls(&acceptor).await {
                     tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
                     break;
@@ -325,7 +362,10 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
     };
     let line = match &result {
         Ok(done) => match &done.code {
-            Some(code) => format!("{tag} OK [{code}] {}\r\n", super::response::text(&done.text)),
+            Some(code) => format!(
+                "{tag} OK [{code}] {}\r\n",
+                super::response::text(&done.text)
+            ),
             None => format!("{tag} OK {}\r\n", super::response::text(&done.text)),
         },
         Err(CmdError::Io(e)) => return Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -342,11 +382,5 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
     };
     s.out.extend_from_slice(line.as_bytes());
     s.flush().await?;
-    let _ = Done::default();
     Ok(())
-}
-
-/// For the logs and metrics: the listener's name.
-pub fn listener_name(kind: ListenerKind) -> &'static str {
-    kind.as_str()
 }

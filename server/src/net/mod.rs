@@ -51,7 +51,9 @@ impl Conn {
     /// Upgrades a plain connection to TLS in place (STARTTLS, RFC 2595).
     pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
         let Conn::Plain(tcp) = std::mem::replace(self, Conn::Upgrading) else {
-            return Err(io::Error::other("STARTTLS on a connection that is not plain"));
+            return Err(io::Error::other(
+                "STARTTLS on a connection that is not plain",
+            ));
         };
         let tls = acceptor.accept(tcp).await?;
         *self = Conn::Tls(Box::new(tls));
@@ -81,7 +83,11 @@ fn upgrading() -> io::Error {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -91,7 +97,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

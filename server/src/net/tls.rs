@@ -27,9 +27,14 @@ pub enum TlsError {
 
 /// Where the certificate comes from.
 pub enum CertSource<'a> {
-    Files { cert: &'a Path, key: &'a Path },
+    Files {
+        cert: &'a Path,
+        key: &'a Path,
+    },
     /// Generate (once) and keep in this directory.
-    SelfSigned { dir: &'a Path },
+    SelfSigned {
+        dir: &'a Path,
+    },
 }
 
 /// Builds the rustls configuration (TLS 1.2 and 1.3 only) and says whether a
@@ -61,10 +66,16 @@ pub fn server_config(source: CertSource<'_>) -> Result<(Arc<ServerConfig>, bool)
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })?;
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Read { path: path.into(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: path.into(),
+            source,
+        })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: path.into() });
     }
@@ -72,19 +83,35 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })?;
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
     rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|source| TlsError::Read { path: path.into(), source })?
+        .map_err(|source| TlsError::Read {
+            path: path.into(),
+            source,
+        })?
         .ok_or_else(|| TlsError::NoKey { path: path.into() })
 }
 
 fn generate_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.into(), source })?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.into(),
+        source,
+    })?;
     write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem())
-        .map_err(|source| TlsError::Write { path: cert_path.into(), source })?;
+    std::fs::write(cert_path, certified.cert.pem()).map_err(|source| TlsError::Write {
+        path: cert_path.into(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -98,8 +125,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|source| TlsError::Write { path: path.into(), source })?;
-    file.write_all(bytes).map_err(|source| TlsError::Write { path: path.into(), source })
+    let mut file = options.open(path).map_err(|source| TlsError::Write {
+        path: path.into(),
+        source,
+    })?;
+    file.write_all(bytes).map_err(|source| TlsError::Write {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -25,14 +25,23 @@ pub fn logout(s: &mut Session) -> CmdResult {
 }
 
 /// RFC 2971 ID: the client's fields are only logged (never secrets: ID carries none).
-pub fn id(s: &mut Session, parameters: Option<Vec<(IString<'static>, NString<'static>)>>) -> CmdResult {
+pub fn id(
+    s: &mut Session,
+    parameters: Option<Vec<(IString<'static>, NString<'static>)>>,
+) -> CmdResult {
     if let Some(params) = parameters {
         let fields: Vec<String> = params
             .iter()
             .take(30)
             .map(|(k, v)| {
-                let v = v.0.as_ref().map(|v| String::from_utf8_lossy(v.as_ref()).into_owned());
-                format!("{}={}", String::from_utf8_lossy(k.as_ref()), v.unwrap_or_else(|| "NIL".into()))
+                let v =
+                    v.0.as_ref()
+                        .map(|v| String::from_utf8_lossy(v.as_ref()).into_owned());
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(k.as_ref()),
+                    v.unwrap_or_else(|| "NIL".into())
+                )
             })
             .collect();
         tracing::debug!(peer = %s.info.peer, client = fields.join(", "), "ID");
@@ -59,6 +68,7 @@ pub fn enable(s: &mut Session, _capabilities: Vec1<CapabilityEnable<'static>>) -
 
 /// RFC 2342: one personal namespace, `/` separated.
 pub fn namespace(s: &mut Session) -> CmdResult {
-    s.out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+    s.out
+        .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
     Ok(Done::text("Namespace completed."))
 }

@@ -18,7 +18,10 @@ pub async fn append(
     date: Option<DateTime>,
     message: LiteralOrLiteral8<'_>,
 ) -> CmdResult {
-    let account = s.user().map(|u| u.id).ok_or_else(|| CmdError::bad("Not logged in."))?;
+    let account = s
+        .user()
+        .map(|u| u.id)
+        .ok_or_else(|| CmdError::bad("Not logged in."))?;
     let name = mailbox_name(mailbox)?;
     let flags = to_flags(&flags)?;
     let content = match message {
@@ -37,13 +40,24 @@ pub async fn append(
     };
     let mb = match s.ctx.store.mailbox(account, &name).await {
         Ok(mb) => mb,
-        Err(StoreError::NotFound(_)) => return Err(CmdError::no_code("TRYCREATE", "Mailbox doesn't exist.")),
+        Err(StoreError::NotFound(_)) => {
+            return Err(CmdError::no_code("TRYCREATE", "Mailbox doesn't exist."));
+        }
         Err(e) => return Err(e.into()),
     };
     let appended = s
         .ctx
         .store
-        .append(account, mb.id, NewMessage { content, flags, internal_date, internal_date_tz })
+        .append(
+            account,
+            mb.id,
+            NewMessage {
+                content,
+                flags,
+                internal_date,
+                internal_date_tz,
+            },
+        )
         .await?;
     if s.selected_ids().map(|(_, m)| m) == Some(mb.id) {
         s.dirty = true;

@@ -9,7 +9,13 @@ use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{to_ranges, uid_set_string};
 use crate::imap::session::{Session, State};
 
-pub async fn copy(s: &mut Session, set: &SequenceSet, target: &Mailbox<'_>, uid: bool, mv: bool) -> CmdResult {
+pub async fn copy(
+    s: &mut Session,
+    set: &SequenceSet,
+    target: &Mailbox<'_>,
+    uid: bool,
+    mv: bool,
+) -> CmdResult {
     let (account, source, uids, read_only) = match &s.state {
         State::Selected { user, view } => {
             let uids = view.resolve(set, uid).map_err(CmdError::bad)?;
@@ -24,16 +30,24 @@ pub async fn copy(s: &mut Session, set: &SequenceSet, target: &Mailbox<'_>, uid:
     let name = mailbox_name(target)?;
     let dest = match s.ctx.store.mailbox(account, &name).await {
         Ok(mb) => mb,
-        Err(StoreError::NotFound(_)) => return Err(CmdError::no_code("TRYCREATE", "Mailbox doesn't exist.")),
+        Err(StoreError::NotFound(_)) => {
+            return Err(CmdError::no_code("TRYCREATE", "Mailbox doesn't exist."));
+        }
         Err(e) => return Err(e.into()),
     };
     let word = if mv { "Move" } else { "Copy" };
     if uids.is_empty() {
-        return Ok(Done::text(format!("No messages matched; {} completed.", word.to_lowercase())));
+        return Ok(Done::text(format!(
+            "No messages matched; {} completed.",
+            word.to_lowercase()
+        )));
     }
     let ranges = to_ranges(&uids);
     let copied = if mv {
-        s.ctx.store.move_messages(account, source, &ranges, dest.id).await?
+        s.ctx
+            .store
+            .move_messages(account, source, &ranges, dest.id)
+            .await?
     } else {
         s.ctx.store.copy(account, source, &ranges, dest.id).await?
     };
@@ -48,7 +62,8 @@ pub async fn copy(s: &mut Session, set: &SequenceSet, target: &Mailbox<'_>, uid:
     );
     if mv {
         // RFC 6851: COPYUID goes in an untagged OK before the EXPUNGEs.
-        s.out.extend_from_slice(format!("* OK [{code}] Moved UIDs.\r\n").as_bytes());
+        s.out
+            .extend_from_slice(format!("* OK [{code}] Moved UIDs.\r\n").as_bytes());
         return Ok(Done::text("Move completed."));
     }
     Ok(Done::with_code(code, "Copy completed."))

@@ -6,7 +6,13 @@ use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::to_ranges;
 use crate::imap::session::{Session, State};
 
-fn selected(s: &Session) -> CmdResult<(cpmstore_storage::AccountId, cpmstore_storage::MailboxId, bool)> {
+fn selected(
+    s: &Session,
+) -> CmdResult<(
+    cpmstore_storage::AccountId,
+    cpmstore_storage::MailboxId,
+    bool,
+)> {
     match &s.state {
         State::Selected { user, view } => Ok((user.id, view.mailbox.id, view.read_only)),
         _ => Err(CmdError::bad("No mailbox selected.")),
@@ -22,7 +28,9 @@ pub async fn expunge(s: &mut Session, uids: Option<&SequenceSet>) -> CmdResult {
     }
     let ranges = match uids {
         Some(set) => {
-            let view = s.view().ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+            let view = s
+                .view()
+                .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
             let uids = view.resolve(set, true).map_err(CmdError::bad)?;
             if uids.is_empty() {
                 return Ok(Done::text("Expunge completed."));
@@ -31,7 +39,10 @@ pub async fn expunge(s: &mut Session, uids: Option<&SequenceSet>) -> CmdResult {
         }
         None => None,
     };
-    s.ctx.store.expunge(account, mailbox, ranges.as_deref()).await?;
+    s.ctx
+        .store
+        .expunge(account, mailbox, ranges.as_deref())
+        .await?;
     s.dirty = true;
     Ok(Done::text("Expunge completed."))
 }

@@ -51,17 +51,26 @@ fn matches_name(pattern: &[u8], name: &str) -> bool {
     if matches(pattern, name.as_bytes()) {
         return true;
     }
-    if let Some(rest) = name.strip_prefix("INBOX") {
-        if pattern.len() >= 5 && pattern[..5].eq_ignore_ascii_case(b"INBOX") {
-            let p = [b"INBOX".as_slice(), &pattern[5..]].concat();
-            return matches(&p, format!("INBOX{rest}").as_bytes());
-        }
+    if let Some(rest) = name.strip_prefix("INBOX")
+        && pattern.len() >= 5
+        && pattern[..5].eq_ignore_ascii_case(b"INBOX")
+    {
+        let p = [b"INBOX".as_slice(), &pattern[5..]].concat();
+        return matches(&p, format!("INBOX{rest}").as_bytes());
     }
     false
 }
 
-pub async fn list(s: &mut Session, reference: &Mailbox<'_>, pattern: &ListMailbox<'_>, lsub: bool) -> CmdResult {
-    let account = s.user().map(|u| u.id).ok_or_else(|| CmdError::bad("Not logged in."))?;
+pub async fn list(
+    s: &mut Session,
+    reference: &Mailbox<'_>,
+    pattern: &ListMailbox<'_>,
+    lsub: bool,
+) -> CmdResult {
+    let account = s
+        .user()
+        .map(|u| u.id)
+        .ok_or_else(|| CmdError::bad("Not logged in."))?;
     let reference = match reference {
         Mailbox::Inbox => "INBOX".to_string(),
         other => mailbox_name(other)?,
@@ -73,15 +82,18 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, pattern: &ListMailbo
     let word = if lsub { "LSUB" } else { "LIST" };
     if pattern.is_empty() && !lsub {
         // The hierarchy delimiter and root (RFC 3501 6.3.8).
-        s.out.extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+        s.out
+            .extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
         return Ok(Done::text("List completed."));
     }
     let mut full = reference.into_bytes();
     full.extend_from_slice(&pattern);
 
     let mailboxes = s.ctx.store.list_mailboxes(account).await?;
-    let existing: BTreeMap<String, Option<String>> =
-        mailboxes.iter().map(|m| (m.name.clone(), m.special_use.clone())).collect();
+    let existing: BTreeMap<String, Option<String>> = mailboxes
+        .iter()
+        .map(|m| (m.name.clone(), m.special_use.clone()))
+        .collect();
     // Every name and its superiors: a superior that is not a mailbox is \Noselect.
     let mut all: BTreeSet<String> = BTreeSet::new();
     for name in existing.keys() {
@@ -101,7 +113,13 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, pattern: &ListMailbo
 
     let mut lines = Vec::new();
     if lsub {
-        let subscribed: BTreeSet<String> = s.ctx.store.subscriptions(account).await?.into_iter().collect();
+        let subscribed: BTreeSet<String> = s
+            .ctx
+            .store
+            .subscriptions(account)
+            .await?
+            .into_iter()
+            .collect();
         let mut emitted = BTreeSet::new();
         for name in &subscribed {
             if matches_name(&full, name) {
@@ -117,7 +135,10 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, pattern: &ListMailbo
                 let parts: Vec<&str> = name.split('/').collect();
                 for depth in 1..parts.len() {
                     let parent = parts[..depth].join("/");
-                    if matches_name(&full, &parent) && !subscribed.contains(&parent) && emitted.insert(parent.clone()) {
+                    if matches_name(&full, &parent)
+                        && !subscribed.contains(&parent)
+                        && emitted.insert(parent.clone())
+                    {
                         lines.push((parent, "\\Noselect".into()));
                     }
                 }
@@ -137,7 +158,11 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, pattern: &ListMailbo
                 }
                 None => attrs.push("\\Noselect".into()),
             }
-            attrs.push(if has_children(name) { "\\HasChildren".into() } else { "\\HasNoChildren".into() });
+            attrs.push(if has_children(name) {
+                "\\HasChildren".into()
+            } else {
+                "\\HasNoChildren".into()
+            });
             lines.push((name.clone(), attrs.join(" ")));
         }
     }
@@ -147,7 +172,11 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, pattern: &ListMailbo
         line.extend_from_slice(b"\r\n");
         s.out.extend_from_slice(&line);
     }
-    Ok(Done::text(if lsub { "Lsub completed." } else { "List completed." }))
+    Ok(Done::text(if lsub {
+        "Lsub completed."
+    } else {
+        "List completed."
+    }))
 }
 
 #[cfg(test)]
@@ -167,7 +196,11 @@ mod tests {
             ("%/%", "a/b", true),
             ("Sent", "Sent", true),
             ("sent", "Sent", false),
-            ("*a*a*a*a*a*a*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+            (
+                "*a*a*a*a*a*a*a*a*a*a*a*a*b",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                false,
+            ),
         ];
         for (p, n, want) in cases {
             assert_eq!(matches(p.as_bytes(), n.as_bytes()), *want, "{p} vs {n}");

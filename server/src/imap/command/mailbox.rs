@@ -30,30 +30,46 @@ pub fn valid_new_name(name: &str) -> CmdResult<String> {
 }
 
 fn account(s: &Session) -> CmdResult<cpmstore_storage::AccountId> {
-    s.user().map(|u| u.id).ok_or_else(|| CmdError::bad("Not logged in."))
+    s.user()
+        .map(|u| u.id)
+        .ok_or_else(|| CmdError::bad("Not logged in."))
 }
 
 pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
     let account = account(s)?;
     let name = mailbox_name(mailbox)?;
     if name == "INBOX" {
-        return Err(CmdError::no_code("ALREADYEXISTS", "Mailbox already exists."));
+        return Err(CmdError::no_code(
+            "ALREADYEXISTS",
+            "Mailbox already exists.",
+        ));
     }
     let name = valid_new_name(&name)?;
     // Create missing superiors too (RFC 3501 6.3.3).
     let parts: Vec<&str> = name.split('/').collect();
     for depth in 1..parts.len() {
         let parent = parts[..depth].join("/");
-        let new = NewMailbox { name: parent, special_use: None, subscribed: false };
+        let new = NewMailbox {
+            name: parent,
+            special_use: None,
+            subscribed: false,
+        };
         match s.ctx.store.create_mailbox(account, new).await {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    let new = NewMailbox { name, special_use: None, subscribed: false };
+    let new = NewMailbox {
+        name,
+        special_use: None,
+        subscribed: false,
+    };
     match s.ctx.store.create_mailbox(account, new).await {
         Ok(_) => Ok(Done::text("Create completed.")),
-        Err(StoreError::AlreadyExists(_)) => Err(CmdError::no_code("ALREADYEXISTS", "Mailbox already exists.")),
+        Err(StoreError::AlreadyExists(_)) => Err(CmdError::no_code(
+            "ALREADYEXISTS",
+            "Mailbox already exists.",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -70,16 +86,21 @@ pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
     }
     let prefix = format!("{name}/");
     if all.iter().any(|m| m.name.starts_with(&prefix)) {
-        return Err(CmdError::no_code("HASCHILDREN", "Mailbox has children, delete them first."));
+        return Err(CmdError::no_code(
+            "HASCHILDREN",
+            "Mailbox has children, delete them first.",
+        ));
     }
-    let selected_here = matches!(&s.state, State::Selected { view, .. } if view.mailbox.name == name);
+    let selected_here =
+        matches!(&s.state, State::Selected { view, .. } if view.mailbox.name == name);
     s.ctx.store.delete_mailbox(account, &name).await?;
     if selected_here {
         // The selected mailbox is gone: back to the authenticated state.
         if let Some(user) = s.user().cloned() {
             s.state = State::Authenticated { user };
         }
-        s.out.extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
+        s.out
+            .extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
         s.next = crate::imap::session::Next::Close;
     }
     Ok(Done::text("Delete completed."))
@@ -90,7 +111,10 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Cm
     let from = mailbox_name(from)?;
     let to = mailbox_name(to)?;
     if to == "INBOX" {
-        return Err(CmdError::no_code("ALREADYEXISTS", "Target mailbox already exists."));
+        return Err(CmdError::no_code(
+            "ALREADYEXISTS",
+            "Target mailbox already exists.",
+        ));
     }
     let to = valid_new_name(&to)?;
     if to == from || to.starts_with(&format!("{from}/")) {
@@ -99,7 +123,10 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Cm
     match s.ctx.store.rename_mailbox(account, &from, &to).await {
         Ok(()) => Ok(Done::text("Rename completed.")),
         Err(StoreError::NotFound(_)) => Err(CmdError::nonexistent()),
-        Err(StoreError::AlreadyExists(_)) => Err(CmdError::no_code("ALREADYEXISTS", "Target mailbox already exists.")),
+        Err(StoreError::AlreadyExists(_)) => Err(CmdError::no_code(
+            "ALREADYEXISTS",
+            "Target mailbox already exists.",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -108,13 +135,21 @@ pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdR
     let account = account(s)?;
     let name = mailbox_name(mailbox)?;
     match s.ctx.store.set_subscribed(account, &name, on).await {
-        Ok(()) => Ok(Done::text(if on { "Subscribe completed." } else { "Unsubscribe completed." })),
+        Ok(()) => Ok(Done::text(if on {
+            "Subscribe completed."
+        } else {
+            "Unsubscribe completed."
+        })),
         Err(StoreError::NotFound(_)) => Err(CmdError::nonexistent()),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn status(s: &mut Session, mailbox: &Mailbox<'_>, items: &[StatusDataItemName]) -> CmdResult {
+pub async fn status(
+    s: &mut Session,
+    mailbox: &Mailbox<'_>,
+    items: &[StatusDataItemName],
+) -> CmdResult {
     let account = account(s)?;
     let name = mailbox_name(mailbox)?;
     let mb = match s.ctx.store.mailbox(account, &name).await {
@@ -137,7 +172,9 @@ pub async fn status(s: &mut Session, mailbox: &Mailbox<'_>, items: &[StatusDataI
                 parts.push(format!("RECENT {recent}"));
             }
             StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
-            StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", mb.uidvalidity)),
+            StatusDataItemName::UidValidity => {
+                parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))
+            }
             StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", counts.unseen)),
             _ => return Err(CmdError::bad("Unsupported STATUS item.")),
         }

@@ -23,10 +23,17 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
         Err(cpmstore_storage::Error::NotFound(_)) => return Err(CmdError::nonexistent()),
         Err(e) => return Err(e.into()),
     };
-    let recent_from = if read_only { mb.uidnext } else { store.claim_recent(user.id, mb.id).await? };
+    let recent_from = if read_only {
+        mb.uidnext
+    } else {
+        store.claim_recent(user.id, mb.id).await?
+    };
     let keywords = store.mailbox_keywords(user.id, mb.id).await?;
     // The initial snapshot: every message's UID and flags (no bodies).
-    let messages: Vec<_> = store.fetch(user.id, mb.id, &[UidRange::all()]).try_collect().await?;
+    let messages: Vec<_> = store
+        .fetch(user.id, mb.id, &[UidRange::all()])
+        .try_collect()
+        .await?;
     // Re-read the mailbox so the view's MODSEQ is not older than the snapshot.
     let mut view = MailboxView::new(mb, read_only, messages, recent_from, keywords);
     let flags = view.flags_line();
@@ -36,18 +43,33 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
     } else {
         format!("{} \\*)", flags.trim_end_matches(')'))
     };
-    lines.push_str(&format!("* OK [PERMANENTFLAGS {permanent}] Flags permitted.\r\n"));
-    lines.push_str(&format!("* {} EXISTS\r\n* {} RECENT\r\n", view.exists(), view.recent_count()));
+    lines.push_str(&format!(
+        "* OK [PERMANENTFLAGS {permanent}] Flags permitted.\r\n"
+    ));
+    lines.push_str(&format!(
+        "* {} EXISTS\r\n* {} RECENT\r\n",
+        view.exists(),
+        view.recent_count()
+    ));
     if let Some(unseen) = view.first_unseen() {
         lines.push_str(&format!("* OK [UNSEEN {unseen}] First unseen.\r\n"));
     }
-    lines.push_str(&format!("* OK [UIDVALIDITY {}] UIDs valid.\r\n", view.mailbox.uidvalidity));
-    lines.push_str(&format!("* OK [UIDNEXT {}] Predicted next UID.\r\n", view.last_uid().max(view.mailbox.uidnext.saturating_sub(1)) + 1));
+    lines.push_str(&format!(
+        "* OK [UIDVALIDITY {}] UIDs valid.\r\n",
+        view.mailbox.uidvalidity
+    ));
+    lines.push_str(&format!(
+        "* OK [UIDNEXT {}] Predicted next UID.\r\n",
+        view.last_uid().max(view.mailbox.uidnext.saturating_sub(1)) + 1
+    ));
     s.out.extend_from_slice(lines.as_bytes());
     // Anything committed between the snapshot and now is picked up by the catch-up
     // that follows every command.
     view.modseq = view.modseq.min(view.mailbox.highestmodseq);
-    s.state = State::Selected { user, view: Box::new(view) };
+    s.state = State::Selected {
+        user,
+        view: Box::new(view),
+    };
     s.dirty = true;
     Ok(if read_only {
         Done::with_code("READ-ONLY", "Examine completed.")

@@ -31,7 +31,9 @@ pub async fn store(
     };
     // Messages expunged by another session but not yet announced can't change.
     let (live, gone): (Vec<u32>, Vec<u32>) = {
-        let view = s.view().ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+        let view = s
+            .view()
+            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
         uids.iter().partition(|u| !view.is_expunged(**u))
     };
     if live.is_empty() {
@@ -42,7 +44,11 @@ pub async fn store(
         StoreType::Add => FlagOp::Add,
         StoreType::Remove => FlagOp::Remove,
     };
-    let changed = s.ctx.store.store_flags(account, mailbox, &to_ranges(&live), op, &flags, None).await?;
+    let changed = s
+        .ctx
+        .store
+        .store_flags(account, mailbox, &to_ranges(&live), op, &flags, None)
+        .await?;
     let Some(view) = s.view_mut() else {
         return Err(CmdError::bad("No mailbox selected."));
     };
@@ -54,14 +60,22 @@ pub async fn store(
         s.dirty = true;
     }
     if response == StoreResponse::Answer {
-        let view = s.view().ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+        let view = s
+            .view()
+            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
         let mut out = Vec::new();
         for u in &live {
             if let (Some(seq), Some(f)) = (view.seq_of(*u), view.flags_of(*u)) {
                 let line = if uid {
-                    format!("* {seq} FETCH (UID {u} FLAGS {})\r\n", flag_list(f, view.is_recent(*u)))
+                    format!(
+                        "* {seq} FETCH (UID {u} FLAGS {})\r\n",
+                        flag_list(f, view.is_recent(*u))
+                    )
                 } else {
-                    format!("* {seq} FETCH (FLAGS {})\r\n", flag_list(f, view.is_recent(*u)))
+                    format!(
+                        "* {seq} FETCH (FLAGS {})\r\n",
+                        flag_list(f, view.is_recent(*u))
+                    )
                 };
                 out.extend_from_slice(line.as_bytes());
             }
@@ -75,6 +89,9 @@ fn finish(all_there: bool) -> CmdResult {
     if all_there {
         Ok(Done::text("Store completed."))
     } else {
-        Err(CmdError::no_code("EXPUNGEISSUED", "Some of the requested messages no longer exist."))
+        Err(CmdError::no_code(
+            "EXPUNGEISSUED",
+            "Some of the requested messages no longer exist.",
+        ))
     }
 }

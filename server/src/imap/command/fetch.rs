@@ -1,0 +1,676 @@
+//! FETCH and UID FETCH (RFC 3501 6.4.5 and 7.4.2).
+//!
+//! Messages are read from the store a chunk at a time and each one's response is
+//! written, then flushed when the buffer is large, so a FETCH over a whole mailbox
+//! never holds more than one message body. A message's content is loaded only when an
+//! item needs it. `BODY[...]`, `RFC822` and `RFC822.TEXT` set `\Seen` (once, for the
+//! whole command, before any data goes out) on a read-write mailbox; a message whose
+//! flags this changed gets a FLAGS item even if none was asked, as Dovecot does.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+
+use cpmstore_storage::{FlagOp, Flags, MessageMeta, SystemFlags};
+use futures::TryStreamExt;
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::core::AString;
+use imap_codec::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
+};
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use crate::imap::error::{CmdError, CmdResult, Done};
+use crate::imap::mailbox_view::to_ranges;
+use crate::imap::mime::{self, Message};
+use crate::imap::response::{flag_list, string};
+use crate::imap::session::Session;
+
+/// Messages asked of the store per round trip.
+const CHUNK: usize = 256;
+
+/// Runs FETCH (`uid` false) or UID FETCH.
+pub async fn fetch(
+    s: &mut Session,
+    sequence_set: &SequenceSet,
+    names: MacroOrMessageDataItemNames<'static>,
+    uid: bool,
+) -> CmdResult {
+    let request = Request::new(names, uid)?;
+    let account = s
+        .user()
+        .map(|user| user.id)
+        .ok_or_else(|| CmdError::bad("Not authenticated."))?;
+    let (mailbox, read_only, uids, skipped) = {
+        let view = s
+            .view()
+            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+        let uids = view.resolve(sequence_set, uid).map_err(CmdError::bad)?;
+        // Expunged in the store but not yet told: not fetchable any more.
+        let (live, gone): (Vec<u32>, Vec<u32>) =
+            uids.into_iter().partition(|&u| !view.is_expunged(u));
+        (view.mailbox.id, view.read_only, live, !gone.is_empty())
+    };
+    let store = s.ctx.store.clone();
+
+    let mut now_seen = HashSet::new();
+    if request.sets_seen && !read_only {
+        let unseen: Vec<u32> = match s.view() {
+            Some(view) => uids
+                .iter()
+                .copied()
+                .filter(|&u| {
+                    view.flags_of(u)
+                        .is_some_and(|f| !f.system.contains(SystemFlags::SEEN))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if !unseen.is_empty() {
+            let seen = Flags {
+                system: SystemFlags(SystemFlags::SEEN),
+                keywords: Vec::new(),
+            };
+            let changed = store
+                .store_flags(
+                    account,
+                    mailbox,
+                    &to_ranges(&unseen),
+                    FlagOp::Add,
+                    &seen,
+                    None,
+                )
+                .await?;
+            if let Some(view) = s.view_mut() {
+                for meta in changed {
+                    now_seen.insert(meta.uid);
+                    view.set_flags(meta.uid, meta.flags);
+                }
+            }
+        }
+    }
+
+    let mut missing = skipped;
+    for chunk in uids.chunks(CHUNK) {
+        let metas: Vec<MessageMeta> = store
+            .fetch(account, mailbox, &to_ranges(chunk))
+            .try_collect()
+            .await?;
+        // Expunged by someone else since the view last caught up.
+        missing |= metas.len() < chunk.len();
+        for meta in metas {
+            let known = s.view().and_then(|view| {
+                Some((
+                    view.seq_of(meta.uid)?,
+                    view.flags_of(meta.uid)?.clone(),
+                    view.is_recent(meta.uid),
+                ))
+            });
+            let Some((seq, flags, recent)) = known else {
+                continue;
+            };
+            let raw = if request.needs_content {
+                Some(store.blob(account, &meta.blob).await?)
+            } else {
+                None
+            };
+            let status = Status {
+                seq,
+                flags: &flags,
+                recent,
+                flags_changed: now_seen.contains(&meta.uid),
+            };
+            request.write(&mut s.out, &meta, &status, raw.as_deref());
+            s.maybe_flush().await?;
+        }
+    }
+
+    if missing && !uid {
+        // RFC 5530: the client asked by sequence number for messages that are gone.
+        return Err(CmdError::no_code(
+            "EXPUNGEISSUED",
+            "Some messages were expunged.",
+        ));
+    }
+    Ok(Done::text("Fetch completed."))
+}
+
+/// One data item asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Uid,
+    Flags,
+    InternalDate,
+    Rfc822Size,
+    Envelope,
+    Body,
+    BodyStructure,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+    Section {
+        section: Option<Section<'static>>,
+        partial: Option<(u32, NonZeroU32)>,
+    },
+}
+
+/// What a FETCH asks of every message.
+#[derive(Debug)]
+struct Request {
+    /// In the order asked, UID first, without repeats.
+    items: Vec<Item>,
+    /// Whether the message content must be loaded.
+    needs_content: bool,
+    /// Whether fetching sets `\Seen`.
+    sets_seen: bool,
+}
+
+/// What the session knows of a message when answering.
+struct Status<'a> {
+    seq: u32,
+    flags: &'a Flags,
+    recent: bool,
+    /// This command set `\Seen`: the client is told the new flags.
+    flags_changed: bool,
+}
+
+impl Request {
+    fn new(names: MacroOrMessageDataItemNames<'static>, uid: bool) -> CmdResult<Self> {
+        let names = match names {
+            MacroOrMessageDataItemNames::Macro(m) => m
+                .expand()
+                .into_iter()
+                .map(IntoStatic::into_static)
+                .collect(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+        };
+        let mut items = Vec::new();
+        let mut sets_seen = false;
+        if uid {
+            items.push(Item::Uid);
+        }
+        for name in names {
+            let item = match name {
+                MessageDataItemName::Uid => Item::Uid,
+                MessageDataItemName::Flags => Item::Flags,
+                MessageDataItemName::InternalDate => Item::InternalDate,
+                MessageDataItemName::Rfc822Size => Item::Rfc822Size,
+                MessageDataItemName::Envelope => Item::Envelope,
+                MessageDataItemName::Body => Item::Body,
+                MessageDataItemName::BodyStructure => Item::BodyStructure,
+                MessageDataItemName::Rfc822 => {
+                    sets_seen = true;
+                    Item::Rfc822
+                }
+                MessageDataItemName::Rfc822Header => Item::Rfc822Header,
+                MessageDataItemName::Rfc822Text => {
+                    sets_seen = true;
+                    Item::Rfc822Text
+                }
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial,
+                    peek,
+                } => {
+                    sets_seen |= !peek;
+                    Item::Section { section, partial }
+                }
+                // BINARY (RFC 3516) and CONDSTORE items: not advertised.
+                _ => return Err(CmdError::bad("Unsupported FETCH item.")),
+            };
+            if item == Item::Uid {
+                if !items.contains(&Item::Uid) {
+                    items.insert(0, Item::Uid);
+                }
+            } else if !items.contains(&item) {
+                items.push(item);
+            }
+        }
+        let needs_content = items.iter().any(|item| {
+            !matches!(
+                item,
+                Item::Uid | Item::Flags | Item::InternalDate | Item::Rfc822Size
+            )
+        });
+        Ok(Request {
+            items,
+            needs_content,
+            sets_seen,
+        })
+    }
+
+    /// Appends one message's untagged FETCH response. `raw` is the message content,
+    /// present when `needs_content`; it is parsed only if an item needs its structure.
+    fn write(
+        &self,
+        out: &mut Vec<u8>,
+        meta: &MessageMeta,
+        status: &Status<'_>,
+        raw: Option<&[u8]>,
+    ) {
+        let raw = raw.unwrap_or_default();
+        let parsed = OnceCell::new();
+        let message = || parsed.get_or_init(|| Message::parse(raw));
+        out.extend_from_slice(format!("* {} FETCH (", status.seq).as_bytes());
+        for (i, item) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            match item {
+                Item::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
+                Item::Flags => out.extend_from_slice(
+                    format!("FLAGS {}", flag_list(status.flags, status.recent)).as_bytes(),
+                ),
+                Item::InternalDate => out.extend_from_slice(
+                    format!(
+                        "INTERNALDATE \"{}\"",
+                        internal_date(meta.internal_date, meta.internal_date_tz)
+                    )
+                    .as_bytes(),
+                ),
+                Item::Rfc822Size => {
+                    out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes())
+                }
+                Item::Envelope => {
+                    out.extend_from_slice(b"ENVELOPE ");
+                    message().write_envelope(out);
+                }
+                Item::Body => {
+                    out.extend_from_slice(b"BODY ");
+                    message().write_body_structure(out, false);
+                }
+                Item::BodyStructure => {
+                    out.extend_from_slice(b"BODYSTRUCTURE ");
+                    message().write_body_structure(out, true);
+                }
+                Item::Rfc822 => {
+                    out.extend_from_slice(b"RFC822 ");
+                    literal(out, raw);
+                }
+                Item::Rfc822Header => {
+                    out.extend_from_slice(b"RFC822.HEADER ");
+                    literal(out, message().header());
+                }
+                Item::Rfc822Text => {
+                    out.extend_from_slice(b"RFC822.TEXT ");
+                    literal(out, message().text());
+                }
+                Item::Section { section, partial } => {
+                    out.extend_from_slice(b"BODY[");
+                    section_name(out, section.as_ref());
+                    out.push(b']');
+                    if let Some((origin, _)) = partial {
+                        out.extend_from_slice(format!("<{origin}>").as_bytes());
+                    }
+                    out.push(b' ');
+                    let text = match section {
+                        None => Some(Cow::Borrowed(raw)),
+                        Some(section) => message().section(Some(section)),
+                    };
+                    match text {
+                        Some(text) => match partial {
+                            Some((origin, count)) => {
+                                literal(out, mime::partial(&text, *origin, count.get()))
+                            }
+                            None => literal(out, &text),
+                        },
+                        None => out.extend_from_slice(b"NIL"),
+                    }
+                }
+            }
+        }
+        if status.flags_changed && !self.items.contains(&Item::Flags) {
+            out.extend_from_slice(
+                format!(" FLAGS {}", flag_list(status.flags, status.recent)).as_bytes(),
+            );
+        }
+        out.extend_from_slice(b")\r\n");
+    }
+}
+
+/// A literal. NUL may not appear in one; like Dovecot, it is sent as 0x80.
+fn literal(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+    let start = out.len();
+    out.extend_from_slice(data);
+    for b in &mut out[start..] {
+        if *b == 0 {
+            *b = 0x80;
+        }
+    }
+}
+
+/// The section as the client wrote it, for the response item name.
+fn section_name(out: &mut Vec<u8>, section: Option<&Section<'_>>) {
+    let Some(section) = section else { return };
+    let prefix = |out: &mut Vec<u8>, part: &Option<Part>| {
+        if let Some(part) = part {
+            part_path(out, part);
+            out.push(b'.');
+        }
+    };
+    let fields = |out: &mut Vec<u8>, names: &[AString<'_>]| {
+        out.extend_from_slice(b" (");
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            astring(out, name.as_ref());
+        }
+        out.push(b')');
+    };
+    match section {
+        Section::Part(part) => part_path(out, part),
+        Section::Header(part) => {
+            prefix(out, part);
+            out.extend_from_slice(b"HEADER");
+        }
+        Section::HeaderFields(part, names) => {
+            prefix(out, part);
+            out.extend_from_slice(b"HEADER.FIELDS");
+            fields(out, names.as_ref());
+        }
+        Section::HeaderFieldsNot(part, names) => {
+            prefix(out, part);
+            out.extend_from_slice(b"HEADER.FIELDS.NOT");
+            fields(out, names.as_ref());
+        }
+        Section::Text(part) => {
+            prefix(out, part);
+            out.extend_from_slice(b"TEXT");
+        }
+        Section::Mime(part) => {
+            part_path(out, part);
+            out.extend_from_slice(b".MIME");
+        }
+    }
+}
+
+fn part_path(out: &mut Vec<u8>, part: &Part) {
+    let numbers: Vec<String> = part.0.as_ref().iter().map(|n| n.to_string()).collect();
+    out.extend_from_slice(numbers.join(".").as_bytes());
+}
+
+/// An astring: an atom when it can be one (and holds no `]`, which would end the
+/// section), else a string.
+fn astring(out: &mut Vec<u8>, s: &[u8]) {
+    let atom = !s.is_empty()
+        && s.iter()
+            .all(|&b| b > b' ' && b < 0x7f && !b"(){%*\"\\]".contains(&b));
+    if atom {
+        out.extend_from_slice(s);
+    } else {
+        string(out, s);
+    }
+}
+
+/// `dd-Mon-yyyy hh:mm:ss +zzzz` in the zone the message was received in.
+fn internal_date(unix_secs: i64, tz_minutes: i32) -> String {
+    let offset = chrono::FixedOffset::east_opt(tz_minutes.saturating_mul(60))
+        .or_else(|| chrono::FixedOffset::east_opt(0));
+    let utc = chrono::DateTime::from_timestamp(unix_secs, 0).unwrap_or_default();
+    match offset {
+        Some(offset) => utc
+            .with_timezone(&offset)
+            .format("%d-%b-%Y %H:%M:%S %z")
+            .to_string(),
+        None => utc.format("%d-%b-%Y %H:%M:%S +0000").to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly by design
+mod tests {
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::{CommandCodec, ResponseCodec};
+
+    use super::*;
+
+    const MESSAGE: &str = "From: Alice <alice@example.com>\r\n\
+        Subject: hello\r\n\
+        Content-Type: multipart/mixed; boundary=b\r\n\
+        \r\n\
+        --b\r\n\
+        Content-Type: text/plain\r\n\
+        \r\n\
+        one\r\n\
+        --b\r\n\
+        Content-Type: message/rfc822\r\n\
+        \r\n\
+        Subject: inner\r\n\
+        \r\n\
+        two\0\r\n\
+        --b--\r\n";
+
+    /// The request of `FETCH 1 <items>` (or UID FETCH).
+    fn request(items: &str, uid: bool) -> CmdResult<Request> {
+        let line = format!("a {}FETCH 1 {items}\r\n", if uid { "UID " } else { "" });
+        let (_, command) = CommandCodec::default()
+            .decode_static(line.as_bytes())
+            .unwrap();
+        let CommandBody::Fetch {
+            macro_or_item_names,
+            uid,
+            ..
+        } = command.body
+        else {
+            panic!("not a fetch: {line}");
+        };
+        Request::new(macro_or_item_names, uid)
+    }
+
+    fn meta() -> MessageMeta {
+        MessageMeta {
+            uid: 42,
+            modseq: 7,
+            flags: Flags::default(),
+            internal_date: 837_596_665,
+            internal_date_tz: -420,
+            size: MESSAGE.len() as u64,
+            blob: String::new(),
+        }
+    }
+
+    /// The FETCH response for MESSAGE as message 3 with `\Seen`.
+    fn response(items: &str, uid: bool, flags_changed: bool) -> Vec<u8> {
+        let request = request(items, uid).unwrap();
+        let flags = Flags {
+            system: SystemFlags(SystemFlags::SEEN),
+            keywords: vec!["$Forwarded".into()],
+        };
+        let status = Status {
+            seq: 3,
+            flags: &flags,
+            recent: false,
+            flags_changed,
+        };
+        let mut out = Vec::new();
+        request.write(&mut out, &meta(), &status, Some(MESSAGE.as_bytes()));
+        out
+    }
+
+    #[test]
+    fn items_are_planned() {
+        let cases: &[(&str, bool, &[Item], bool, bool)] = &[
+            (
+                "FAST",
+                false,
+                &[Item::Flags, Item::InternalDate, Item::Rfc822Size],
+                false,
+                false,
+            ),
+            (
+                "ALL",
+                false,
+                &[
+                    Item::Flags,
+                    Item::InternalDate,
+                    Item::Rfc822Size,
+                    Item::Envelope,
+                ],
+                true,
+                false,
+            ),
+            (
+                "FULL",
+                true,
+                &[
+                    Item::Uid,
+                    Item::Flags,
+                    Item::InternalDate,
+                    Item::Rfc822Size,
+                    Item::Envelope,
+                    Item::Body,
+                ],
+                true,
+                false,
+            ),
+            // UID FETCH always answers UID, first; repeats are dropped.
+            (
+                "(FLAGS UID FLAGS)",
+                true,
+                &[Item::Uid, Item::Flags],
+                false,
+                false,
+            ),
+            (
+                "(FLAGS UID)",
+                false,
+                &[Item::Uid, Item::Flags],
+                false,
+                false,
+            ),
+            ("(RFC822.HEADER)", false, &[Item::Rfc822Header], true, false),
+            ("(RFC822.TEXT)", false, &[Item::Rfc822Text], true, true),
+            ("RFC822", false, &[Item::Rfc822], true, true),
+            (
+                "BODY.PEEK[]",
+                false,
+                &[Item::Section {
+                    section: None,
+                    partial: None,
+                }],
+                true,
+                false,
+            ),
+            (
+                "BODY[]",
+                false,
+                &[Item::Section {
+                    section: None,
+                    partial: None,
+                }],
+                true,
+                true,
+            ),
+        ];
+        for (items, uid, expected, content, seen) in cases {
+            let request = request(items, *uid).unwrap();
+            assert_eq!(request.items, *expected, "{items}");
+            assert_eq!(request.needs_content, *content, "{items}");
+            assert_eq!(request.sets_seen, *seen, "{items}");
+        }
+        assert!(matches!(
+            request("BINARY.PEEK[1]", false),
+            Err(CmdError::Bad(_))
+        ));
+    }
+
+    #[test]
+    fn responses() {
+        let text = &MESSAGE[MESSAGE.find("\r\n\r\n").unwrap() + 4..];
+        let cases: Vec<(&str, bool, bool, Vec<u8>)> = vec![
+            (
+                "(FLAGS INTERNALDATE RFC822.SIZE)",
+                true,
+                false,
+                format!(
+                    "* 3 FETCH (UID 42 FLAGS (\\Seen $Forwarded) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" \
+                     RFC822.SIZE {})\r\n",
+                    MESSAGE.len()
+                )
+                .into_bytes(),
+            ),
+            // The item names echo the request: the section as written, the origin.
+            (
+                "BODY.PEEK[HEADER.FIELDS (from \"X-Y\" \"a]\")]",
+                false,
+                false,
+                b"* 3 FETCH (BODY[HEADER.FIELDS (from X-Y \"a]\")] {35}\r\nFrom: Alice <alice@example.com>\r\n\r\n)\r\n"
+                    .to_vec(),
+            ),
+            ("BODY.PEEK[]<0.4>", false, false, b"* 3 FETCH (BODY[]<0> {4}\r\nFrom)\r\n".to_vec()),
+            ("BODY.PEEK[1]<2.100>", false, false, b"* 3 FETCH (BODY[1]<2> {1}\r\ne)\r\n".to_vec()),
+            ("BODY.PEEK[1]<10.4>", false, false, b"* 3 FETCH (BODY[1]<10> {0}\r\n)\r\n".to_vec()),
+            // A part that does not exist is NIL.
+            ("BODY.PEEK[3.MIME]", false, false, b"* 3 FETCH (BODY[3.MIME] NIL)\r\n".to_vec()),
+            ("BODY.PEEK[2.HEADER]", false, false, b"* 3 FETCH (BODY[2.HEADER] {18}\r\nSubject: inner\r\n\r\n)\r\n".to_vec()),
+            // NUL goes out as 0x80.
+            ("BODY.PEEK[2.TEXT]", false, false, b"* 3 FETCH (BODY[2.TEXT] {4}\r\ntwo\x80)\r\n".to_vec()),
+            // \Seen set by this command: FLAGS comes along, once.
+            ("BODY[1]", false, true, b"* 3 FETCH (BODY[1] {3}\r\none FLAGS (\\Seen $Forwarded))\r\n".to_vec()),
+            (
+                "(FLAGS RFC822.TEXT)",
+                false,
+                true,
+                [
+                    format!("* 3 FETCH (FLAGS (\\Seen $Forwarded) RFC822.TEXT {{{}}}\r\n", text.len()).as_bytes(),
+                    text.replace('\0', "\u{80}").as_bytes(),
+                    b")\r\n",
+                ]
+                .concat(),
+            ),
+        ];
+        for (items, uid, changed, expected) in cases {
+            let mut expected = expected;
+            // The fixture's NUL, after the \u{80} stand-in above became two UTF-8 bytes.
+            if let Some(at) = expected.windows(2).position(|w| w == [0xc2, 0x80]) {
+                expected.remove(at);
+            }
+            let got = response(items, uid, changed);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected),
+                "{items}"
+            );
+            assert_eq!(got, expected, "{items}");
+        }
+    }
+
+    #[test]
+    fn nul_is_sent_as_0x80() {
+        let mut out = Vec::new();
+        literal(&mut out, b"a\0b");
+        assert_eq!(out, b"{3}\r\na\x80b");
+    }
+
+    /// Everything a FETCH can say must parse as IMAP.
+    #[test]
+    fn responses_parse_as_imap() {
+        let items = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE RFC822 RFC822.HEADER \
+                     RFC822.TEXT BODY[] BODY[HEADER.FIELDS.NOT (Subject)]<1.5> BODY[2.1] BODY[9])";
+        let line = response(items, true, false);
+        let parsed = ResponseCodec::default().decode(&line);
+        assert!(
+            matches!(parsed, Ok(([], _))),
+            "{parsed:?}\n{}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+
+    #[test]
+    fn internal_dates() {
+        let cases: &[(i64, i32, &str)] = &[
+            (837_596_665, -420, "17-Jul-1996 02:44:25 -0700"),
+            (0, 0, "01-Jan-1970 00:00:00 +0000"),
+            (1_700_000_000, 330, "15-Nov-2023 03:43:20 +0530"),
+            // An offset out of range falls back to UTC.
+            (0, 100_000, "01-Jan-1970 00:00:00 +0000"),
+        ];
+        for (secs, tz, expected) in cases {
+            assert_eq!(internal_date(*secs, *tz), *expected);
+        }
+    }
+}

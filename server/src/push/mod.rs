@@ -1,0 +1,30 @@
+//! Push: provisioning documents, the push whitelist and the decision (INTERFACES.md 6).
+//!
+//! # Layout
+//! - [`tree`]: the one tree both decoders produce ([`ProvDoc`]) and the PROV checks.
+//! - [`xml`]: XML provisioning documents (quick-xml tokenises, no entity expansion
+//!   beyond the predefined ones).
+//! - [`wbxml`]: our WBXML 1.1-1.3 decoder; `prov_tokens` holds the PROV token tables.
+//! - [`whitelist`]: the entries a document gives ([`whitelist::load`]) and FQDN
+//!   resolution ([`whitelist::resolve_fqdns`]).
+//! - [`decide`]: the pure decision ([`decide()`]) over an [`Origin`].
+//! - [`ip`], [`e164`], [`sip_uri`]: how each kind of origin is compared.
+//!
+//! The ingress (HTTP, SIP) and the CLI call, in order: [`whitelist::load`] (document →
+//! entries), [`whitelist::resolve_fqdns`], `Store::set_whitelist`; and per push: build
+//! an [`Origin`] (for `X-Push-Origin-SMSC` with [`parse_smsc_header`]), load the
+//! whitelist of the subscriber and context, and call [`decide()`].
+
+pub mod decide;
+pub mod e164;
+pub mod ip;
+mod prov_tokens;
+pub mod sip_uri;
+pub mod tree;
+pub mod wbxml;
+pub mod whitelist;
+pub mod xml;
+
+pub use decide::{Decision, Origin, Reason, decide, parse_smsc_header, try_parse_smsc_header};
+pub use tree::{Characteristic, DocError, Location, Parm, ProvDoc};
+pub use whitelist::{Format, LoadError, ResolveFailure, load, resolve_fqdns};

@@ -1,0 +1,201 @@
+//! Starts the real `cpmstore` binary on a temporary data directory with every listener on
+//! an ephemeral loopback port, and finds the ports from its JSON log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cpmstore_bin;
+
+/// A running server; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
+    /// Every line the server logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
+}
+
+/// Options for [`Server::start_with`].
+#[derive(Default, Clone)]
+pub struct ServerOptions {
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+    /// `storage.url`; SQLite in the temp dir when `None`.
+    pub storage_url: Option<String>,
+    /// Extra environment variables for the server and the CLI.
+    pub env: Vec<(String, String)>,
+    /// Use this data directory's config instead of making a new one (second node).
+    pub reuse_dir: Option<PathBuf>,
+}
+
+impl Server {
+    /// A server on SQLite with the embedded defaults but ephemeral ports.
+    pub fn start() -> Server {
+        Server::start_with(ServerOptions::default())
+    }
+
+    pub fn start_with(options: ServerOptions) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let storage = match &options.storage_url {
+            Some(url) => format!("[storage]\nurl = \"{url}\"\n"),
+            None => String::new(),
+        };
+        let config = dir.path().join("cpmstore.toml");
+        let text = format!(
+            "data_dir = \"{}\"\n{storage}\n[imap]\nlisten = \"127.0.0.1:0\"\n[imaps]\nlisten = \"127.0.0.1:0\"\n\
+             [psk]\nlisten = []\n[http]\nlisten = []\n[sip]\nlisten = []\n\
+             [auth]\nargon2_m_kib = 1024\nargon2_t = 1\n[log]\nformat = \"json\"\nlevel = \"info\"\n{}\n",
+            data.display(),
+            options.extra_config
+        );
+        std::fs::write(&config, text).expect("write config");
+        Server::spawn(dir, config, options.env)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
+        let mut cmd = Command::new(cpmstore_bin());
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .current_dir(dir.path());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cpmstore serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("CPMSTORE_TEST_ECHO_LOG").is_some() {
+                    eprintln!("server: {line}");
+                }
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut imap, mut imaps) = (None, None);
+        loop {
+            for line in log.lock().expect("log").iter() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let fields = &v["fields"];
+                if fields["message"] == "listening" {
+                    let addr: Option<SocketAddr> =
+                        fields["addr"].as_str().and_then(|a| a.parse().ok());
+                    match fields["listener"].as_str() {
+                        Some("imap") => imap = addr,
+                        Some("imaps") => imaps = addr,
+                        _ => {}
+                    }
+                }
+            }
+            if let (Some(imap), Some(imaps)) = (imap, imaps) {
+                let ready = log
+                    .lock()
+                    .expect("log")
+                    .iter()
+                    .any(|l| l.contains("cpmstore ready"));
+                if ready {
+                    return Server {
+                        child,
+                        dir,
+                        config,
+                        imap,
+                        imaps,
+                        log,
+                        env,
+                    };
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "cpmstore serve exited with {status}:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "cpmstore serve did not start:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `cpmstore --config <this server's config> ARGS`, feeding `stdin`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(&self.config, self.dir.path(), &self.env, args, stdin)
+    }
+
+    /// Provisions a subscriber with a password.
+    pub fn add_user(&self, user: &str, password: &str) {
+        let out = self.cli(&["subscriber", "add", user, "--password-stdin"], password);
+        assert!(
+            out.status.success(),
+            "subscriber add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The server's log so far, one string.
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI against a config file.
+pub fn run_cli(
+    config: &Path,
+    cwd: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+    stdin: &str,
+) -> Output {
+    let mut cmd = Command::new(cpmstore_bin());
+    cmd.arg("--config").arg(config).args(args).current_dir(cwd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cpmstore");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    child.wait_with_output().expect("cpmstore output")
+}
