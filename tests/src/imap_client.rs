@@ -49,7 +49,9 @@ impl ServerCertVerifier for AnyCert {
     }
 }
 
-fn tls_config() -> Arc<ClientConfig> {
+/// A rustls client configuration that accepts any certificate (tests and benches only:
+/// the test server's certificate is self-signed).
+pub fn tls_config() -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
