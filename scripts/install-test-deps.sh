@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external clients the black-box tests drive, if they are missing:
-# curl, openssl, mbsync (isync), sipp (sip-tester) from Debian, scramp from PyPI.
+# curl, openssl, mbsync (isync), sipp (sip-tester), systemd-analyze (systemd) from
+# Debian, scramp from PyPI.
 set -euo pipefail
 
 need_apt=()
@@ -9,6 +10,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v mbsync  >/dev/null 2>&1 || need_apt+=(isync)
 command -v sipp    >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
