@@ -2,8 +2,8 @@
 //! parsed URI is equivalent to itself and to the re-parse of its normalised text.
 #![no_main]
 
-use cpmstore_server::push::sip_uri::{Uri, parse_pai};
 use cpmstore_server::push::parse_smsc_header;
+use cpmstore_server::push::sip_uri::{Uri, parse_pai};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

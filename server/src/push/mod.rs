@@ -7,7 +7,7 @@
 //! - [`wbxml`]: our WBXML 1.1-1.3 decoder; `prov_tokens` holds the PROV token tables.
 //! - [`whitelist`]: the entries a document gives ([`whitelist::load`]) and FQDN
 //!   resolution ([`whitelist::resolve_fqdns`]).
-//! - [`decide`]: the pure decision ([`decide()`]) over an [`Origin`].
+//! - [`mod@decide`]: the pure decision ([`decide()`]) over an [`Origin`].
 //! - [`ip`], [`e164`], [`sip_uri`]: how each kind of origin is compared.
 //!
 //! The ingress (HTTP, SIP) and the CLI call, in order: [`whitelist::load`] (document →

@@ -2,7 +2,7 @@
 //! (`wap-provisioningdoc`) as nested characteristics holding parameters.
 //!
 //! [`crate::push::xml`] and [`crate::push::wbxml`] each turn their input into a neutral
-//! element tree ([`Element`]); [`build`] checks the PROV structure once, for both, so the
+//! element tree (`Element`); `build` checks the PROV structure once, for both, so the
 //! two encodings of a document cannot be read differently.
 
 use std::fmt;
@@ -11,6 +11,14 @@ use std::fmt;
 /// (document, characteristic, characteristic, characteristic, parm); the bound keeps the
 /// recursive decoders and the drop of the tree far from the stack's limits.
 pub const MAX_DEPTH: usize = 32;
+
+/// Most elements and attributes, counted together, either decoder accepts in one
+/// document. A whitelist of 1000 entries needs a few thousand; the bound keeps a small
+/// input from becoming a large tree.
+pub const MAX_NODES: usize = 100_000;
+
+/// Most attributes on one element (PROV uses at most three).
+pub const MAX_ATTRS: usize = 16;
 
 /// A provisioning document.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

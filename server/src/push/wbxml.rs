@@ -14,7 +14,7 @@
 //! [`MAX_TEXT`], so a small document cannot expand into a large one.
 
 use super::prov_tokens;
-use super::tree::{self, DocError, Element, Location, MAX_DEPTH, ProvDoc};
+use super::tree::{self, DocError, Element, Location, MAX_ATTRS, MAX_DEPTH, MAX_NODES, ProvDoc};
 
 /// Most bytes of text (names and values, after string-table references are followed)
 /// that one document may decode to.
@@ -64,6 +64,7 @@ pub(crate) fn parse_elements(input: &[u8]) -> Result<Element, DocError> {
         tag_page: 0,
         attr_page: 0,
         text_budget: MAX_TEXT,
+        nodes: 0,
     };
     decoder.header()?;
     decoder.body()
@@ -85,6 +86,8 @@ struct Decoder<'a> {
     tag_page: u8,
     attr_page: u8,
     text_budget: usize,
+    /// Elements and attributes decoded so far.
+    nodes: usize,
 }
 
 fn err(offset: usize, problem: impl Into<String>) -> DocError {
@@ -191,6 +194,17 @@ impl<'a> Decoder<'a> {
                 format!("the document decodes to more than {MAX_TEXT} bytes of text"),
             )
         })?;
+        Ok(())
+    }
+
+    fn count_node(&mut self, at: usize) -> Result<(), DocError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(err(
+                at,
+                format!("more than {MAX_NODES} elements and attributes"),
+            ));
+        }
         Ok(())
     }
 
@@ -334,6 +348,7 @@ impl<'a> Decoder<'a> {
                 format!("elements are nested deeper than {MAX_DEPTH} levels"),
             ));
         }
+        self.count_node(at)?;
         let name = match token {
             LITERAL | LITERAL_C | LITERAL_A | LITERAL_AC => {
                 let index_at = self.pos;
@@ -459,6 +474,7 @@ impl<'a> Decoder<'a> {
                 }
                 SWITCH_PAGE => self.attr_page = self.byte()?,
                 LITERAL => {
+                    self.count_node(at)?;
                     finish(&mut attrs, current.take())?;
                     let index_at = self.pos;
                     let index = self.mb_usize()?;
@@ -510,6 +526,7 @@ impl<'a> Decoder<'a> {
                             ),
                         ));
                     };
+                    self.count_node(at)?;
                     finish(&mut attrs, current.take())?;
                     self.charge(name.len() + prefix.len(), at)?;
                     current = Some((name.to_owned(), prefix.to_owned(), at));
@@ -547,6 +564,9 @@ fn finish(
     current: Option<(String, String, usize)>,
 ) -> Result<(), DocError> {
     if let Some((name, value, at)) = current {
+        if attrs.len() >= MAX_ATTRS {
+            return Err(err(at, format!("more than {MAX_ATTRS} attributes")));
+        }
         if attrs.iter().any(|(n, _)| *n == name) {
             return Err(err(at, format!("duplicate attribute {name}")));
         }
@@ -795,6 +815,36 @@ mod tests {
         v.push(0x01);
         let (_, problem) = offset_of(&v);
         assert!(problem.contains("more than"), "{problem}");
+    }
+
+    #[test]
+    fn node_count_is_bounded() {
+        // 200,000 empty parms (no attributes, no content) under the root.
+        let mut body = vec![0x45];
+        body.extend(std::iter::repeat_n(0x07, 200_000));
+        body.push(0x01);
+        let (at, problem) = offset_of(&doc(&body));
+        assert!(problem.contains("more than 100000 elements"), "{problem}");
+        assert_eq!(at, 4 + MAX_NODES);
+        // Attributes count too: 40,000 parms with three attributes each.
+        let mut body = vec![0x45];
+        for _ in 0..40_000 {
+            body.extend([0x87, 0x05, 0x06, 0x45, 0x01]);
+        }
+        let (_, problem) = offset_of(&doc(&body));
+        assert!(problem.contains("elements and attributes"), "{problem}");
+        // And one element holds at most MAX_ATTRS of them (LITERAL names, all distinct).
+        let mut v = vec![0x03, 0x0B, 0x6A, 40];
+        for i in 0..20u8 {
+            v.extend([b'a' + i, 0]);
+        }
+        v.extend([0x85]);
+        for i in 0..20u8 {
+            v.extend([0x04, 2 * i]);
+        }
+        v.push(0x01);
+        let (_, problem) = offset_of(&v);
+        assert!(problem.contains("more than 16 attributes"), "{problem}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Entities: only the five predefined entities and character references are expanded
 //! (in attribute values). A DOCTYPE is accepted and its external DTD is never fetched;
 //! a DOCTYPE whose internal subset declares entities (`<!ENTITY`) is rejected, so no
-//! document can expand to more than its own size. PROV elements hold no text, so text
+//! document can expand to more than its own size. Other declarations of an internal
+//! subset (attribute defaults included) are ignored: the tree is what the document says. PROV elements hold no text, so text
 //! other than whitespace (entity references included) is an error.
 //!
 //! Input must be UTF-8 (an optional byte-order mark is skipped); a declaration naming
@@ -15,17 +16,25 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
-use super::tree::{self, DocError, Element, Location, MAX_DEPTH, ProvDoc};
+use super::tree::{self, DocError, Element, Location, MAX_ATTRS, MAX_DEPTH, MAX_NODES, ProvDoc};
 
 /// Parses an XML provisioning document. Malformed input gives an error naming the line
 /// and column; nothing panics.
 pub fn parse(input: &[u8]) -> Result<ProvDoc, DocError> {
     let root = parse_elements(input)?;
-    tree::build(root)
+    tree::build(root).map_err(|mut err| {
+        // Elements carry byte offsets (turning each into a line and column as it is
+        // read would cost O(n^2)); an error found in the tree is placed here.
+        if let (Location::Byte(offset), Ok(text)) = (err.at, std::str::from_utf8(input)) {
+            err.at = Location::in_text(text, offset);
+        }
+        err
+    })
 }
 
-/// Reads the element tree, without the PROV checks.
-pub(crate) fn parse_elements(input: &[u8]) -> Result<Element, DocError> {
+/// Reads the element tree, without the PROV checks. Errors name a line and column;
+/// the elements' own locations are byte offsets into `input`.
+fn parse_elements(input: &[u8]) -> Result<Element, DocError> {
     const BOM: &str = "\u{feff}";
     let whole = match std::str::from_utf8(input) {
         Ok(text) => text,
@@ -47,6 +56,7 @@ pub(crate) fn parse_elements(input: &[u8]) -> Result<Element, DocError> {
         stack: Vec::new(),
         root: None,
         seen_doctype: false,
+        nodes: 0,
     }
     .run()
 }
@@ -59,6 +69,8 @@ struct Parser<'a> {
     stack: Vec<Element>,
     root: Option<Element>,
     seen_doctype: bool,
+    /// Elements and attributes read so far.
+    nodes: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -76,15 +88,14 @@ impl<'a> Parser<'a> {
                 Ok(event) => event,
                 Err(err) => {
                     let at = self.location(self.reader.error_position());
-                    return Err(DocError::new(at, format!("malformed XML: {err}")));
+                    return Err(DocError::new(at, err.to_string()));
                 }
             };
             match event {
                 Event::Decl(decl) => {
                     if let Some(encoding) = decl.encoding() {
-                        let encoding = encoding.map_err(|err| {
-                            DocError::new(self.location(start), format!("malformed XML: {err}"))
-                        })?;
+                        let encoding = encoding
+                            .map_err(|err| DocError::new(self.location(start), err.to_string()))?;
                         let name = String::from_utf8_lossy(&encoding).to_ascii_lowercase();
                         if !matches!(name.as_str(), "utf-8" | "utf8" | "us-ascii" | "ascii") {
                             return Err(DocError::new(
@@ -183,8 +194,33 @@ impl<'a> Parser<'a> {
         )
     }
 
-    fn element(&self, tag: &BytesStart<'_>, start: usize) -> Result<Element, DocError> {
-        let at = self.location(start);
+    fn element(&mut self, tag: &BytesStart<'_>, start: usize) -> Result<Element, DocError> {
+        let offset = start.saturating_add(self.skipped);
+        let at = Location::Byte(offset);
+        let result = self.read_element(tag, at);
+        // Only a failure pays for the line and column.
+        result.map_err(|mut err| {
+            err.at = self.location(start);
+            err
+        })
+    }
+
+    fn read_element(&mut self, tag: &BytesStart<'_>, at: Location) -> Result<Element, DocError> {
+        // Counted without quick-xml's duplicate checks, which cost O(n^2).
+        let attr_count = tag.attributes().with_checks(false).count();
+        if attr_count > MAX_ATTRS {
+            return Err(DocError::new(
+                at,
+                format!("more than {MAX_ATTRS} attributes"),
+            ));
+        }
+        self.nodes += 1 + attr_count;
+        if self.nodes > MAX_NODES {
+            return Err(DocError::new(
+                at,
+                format!("more than {MAX_NODES} elements and attributes"),
+            ));
+        }
         let name = std::str::from_utf8(tag.name().as_ref())
             .map_err(|_| DocError::new(at, "element name is not UTF-8"))?
             .to_owned();
@@ -320,6 +356,23 @@ d"/><parm name="E"></parm></characteristic>
         // Entity references in text are text, which PROV does not allow.
         let e = err("<wap-provisioningdoc>&amp;</wap-provisioningdoc>");
         assert!(e.problem.contains("text"), "{e}");
+    }
+
+    #[test]
+    fn node_count_is_bounded() {
+        let mut doc = String::from("<wap-provisioningdoc><characteristic type=\"X\">");
+        for _ in 0..60_000 {
+            doc.push_str("<parm name=\"N\"/>");
+        }
+        let e = err(&doc);
+        assert!(e.problem.contains("more than 100000"), "{e}");
+    }
+
+    #[test]
+    fn attributes_per_element_are_bounded() {
+        let attrs: String = (0..17).map(|i| format!(" a{i}=\"\"")).collect();
+        let e = err(&format!("<wap-provisioningdoc{attrs}/>"));
+        assert!(e.problem.contains("more than 16 attributes"), "{e}");
     }
 
     #[test]
