@@ -1,6 +1,6 @@
 //! The `cpmstore` binary: the command line of INTERFACES.md section 1.
 //!
-//! Every `subscriber` command prints one JSON document on stdout; every failure prints
+//! Every `subscriber` and `whitelist` command prints one JSON document on stdout; every failure prints
 //! one line `error: ...` on stderr and exits with its class (1 internal, 2 usage,
 //! 3 conflict, 4 not found, 5 invalid input). Secrets come only from stdin or are
 //! generated, and are printed once, in the JSON.
@@ -12,9 +12,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use cpmstore_server::admin::whitelist::OriginQuery;
 use cpmstore_server::admin::{self, AddRequest, AdminError, PasswordSource, PskSource};
 use cpmstore_server::auth::Secret;
 use cpmstore_server::config::{Config, ConfigError, LOG_ENV, LogFormat};
+use cpmstore_server::push::Format;
 
 /// Most bytes read from stdin for a secret (far above the password and PSK limits, so
 /// an over-long secret is reported as such rather than cut).
@@ -47,6 +49,9 @@ enum Command {
     /// Provision subscribers.
     #[command(subcommand)]
     Subscriber(SubscriberCommand),
+    /// Provision push whitelists (OMA Client Provisioning documents).
+    #[command(subcommand)]
+    Whitelist(WhitelistCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +134,91 @@ struct PskChoice {
     /// Generate a 32-byte key and print it once, as hex, in the JSON.
     #[arg(long)]
     generate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum WhitelistCommand {
+    /// Replace a subscriber's push whitelist with the one a provisioning document gives.
+    Load {
+        /// Login name.
+        user: String,
+        /// The document (XML or WBXML); `-` reads stdin.
+        #[arg(value_name = "FILE|-")]
+        file: PathBuf,
+        /// The document's encoding; `auto` tells WBXML from XML by its first byte.
+        #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+        format: FormatArg,
+        /// The provisioning context (PROVURL); without it, the default context.
+        #[arg(long, value_name = "PROVURL")]
+        context: Option<String>,
+    },
+    /// Print a subscriber's push whitelists (every context) as JSON.
+    Show {
+        /// Login name.
+        user: String,
+    },
+    /// Remove a subscriber's push whitelist: of one context, or of all without --context
+    /// (every push is then accepted).
+    Clear {
+        /// Login name.
+        user: String,
+        /// Only this provisioning context (PROVURL).
+        #[arg(long, value_name = "PROVURL")]
+        context: Option<String>,
+    },
+    /// Say what the server would decide for a push from an origin, with the matching entry.
+    Check {
+        /// Login name.
+        user: String,
+        #[command(flatten)]
+        origin: OriginChoice,
+        /// The provisioning context (X-Wap-Push-ProvURL); without it, the default context.
+        #[arg(long, value_name = "PROVURL")]
+        context: Option<String>,
+    },
+}
+
+/// `--format` of `whitelist load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    Auto,
+    Xml,
+    Wbxml,
+}
+
+impl From<FormatArg> for Format {
+    fn from(format: FormatArg) -> Self {
+        match format {
+            FormatArg::Auto => Format::Auto,
+            FormatArg::Xml => Format::Xml,
+            FormatArg::Wbxml => Format::Wbxml,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct OriginChoice {
+    /// A PPG by IP address (the TCP peer of an HTTP push, or X-Push-Origin-PPG).
+    #[arg(long, value_name = "IP")]
+    ppg: Option<String>,
+    /// An SMSC address, `ADDR[;ton=N][;npi=N]` (as in X-Push-Origin-SMSC).
+    #[arg(long, value_name = "ADDR")]
+    smsc: Option<String>,
+    /// A P-Asserted-Identity value of an OTA-SIP push from a trusted peer.
+    #[arg(long = "sip-pai", value_name = "VALUE")]
+    sip_pai: Option<String>,
+}
+
+impl OriginChoice {
+    /// The one origin given (clap's group makes sure there is exactly one).
+    fn query(&self) -> Option<OriginQuery> {
+        let OriginChoice { ppg, smsc, sip_pai } = self;
+        ppg.clone()
+            .map(OriginQuery::Ppg)
+            .or_else(|| smsc.clone().map(OriginQuery::Smsc))
+            .or_else(|| sip_pai.clone().map(OriginQuery::SipPai))
+    }
 }
 
 /// A failure: the exit status and the one-line message.
@@ -230,6 +320,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Migrate => migrate(&config).await,
         Command::CheckConfig => print_json(&config.redacted()),
         Command::Subscriber(command) => subscriber(command, &config).await,
+        Command::Whitelist(command) => whitelist(command, &config).await,
     }
 }
 
@@ -322,6 +413,114 @@ async fn subscriber(command: SubscriberCommand, config: &Config) -> Result<(), C
     // The lower layers' messages may quote the storage URL; never its password.
     let document = result.map_err(|e| CliError::new(e.code, admin::scrub(config, &e.message)))?;
     print_document(&document)
+}
+
+async fn whitelist(command: WhitelistCommand, config: &Config) -> Result<(), CliError> {
+    use admin::whitelist as wl;
+    // Everything about the input is checked before storage is opened: a malformed
+    // document is exit 5 even when the database is down, and never touches it.
+    let document = match &command {
+        WhitelistCommand::Load {
+            user,
+            file,
+            format,
+            context,
+        } => {
+            admin::validate_username(user)?;
+            wl::context_name(context.as_deref())?;
+            let bytes = read_document(file)?;
+            wl::parse_document(config, &bytes, (*format).into())?;
+            Some(bytes)
+        }
+        WhitelistCommand::Show { user } => {
+            admin::validate_username(user)?;
+            None
+        }
+        WhitelistCommand::Clear { user, context } => {
+            admin::validate_username(user)?;
+            if let Some(context) = context {
+                wl::context_name(Some(context))?;
+            }
+            None
+        }
+        WhitelistCommand::Check {
+            user,
+            origin,
+            context,
+        } => {
+            admin::validate_username(user)?;
+            wl::context_name(context.as_deref())?;
+            if let Some(query) = origin.query() {
+                query.to_origin()?;
+            }
+            None
+        }
+    };
+
+    let store = admin::open_store(config).await?;
+    let store = store.as_ref();
+    let result = match command {
+        WhitelistCommand::Load {
+            user,
+            format,
+            context,
+            ..
+        } => to_json(
+            wl::load(
+                store,
+                config,
+                &user,
+                document.as_deref().unwrap_or_default(),
+                format.into(),
+                context.as_deref(),
+            )
+            .await,
+        ),
+        WhitelistCommand::Show { user } => to_json(wl::show(store, &user).await),
+        WhitelistCommand::Clear { user, context } => {
+            to_json(wl::clear(store, &user, context.as_deref()).await)
+        }
+        WhitelistCommand::Check {
+            user,
+            origin,
+            context,
+        } => match origin.query() {
+            Some(query) => {
+                to_json(wl::check(store, config, &user, &query, context.as_deref()).await)
+            }
+            None => Err(CliError::new(
+                2,
+                "give one origin: --ppg IP, --smsc ADDR or --sip-pai VALUE",
+            )),
+        },
+    };
+    store.close().await;
+    let document = result.map_err(|e| CliError::new(e.code, admin::scrub(config, &e.message)))?;
+    print_document(&document)
+}
+
+/// Reads a provisioning document from a file, or from stdin for `-`, refusing one
+/// larger than the admin layer accepts (without reading all of it).
+fn read_document(file: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    let limit = admin::whitelist::MAX_DOCUMENT_BYTES as u64 + 1;
+    let mut bytes = Vec::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| {
+        let what = if file.as_os_str() == "-" {
+            "stdin".to_owned()
+        } else {
+            file.display().to_string()
+        };
+        CliError::new(
+            1,
+            format!("cannot read the provisioning document from {what}: {e}"),
+        )
+    })?;
+    Ok(bytes)
 }
 
 /// Validates what can be validated without storage, so bad input is reported as such

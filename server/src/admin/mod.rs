@@ -20,6 +20,7 @@ use crate::config::Config;
 
 pub mod error;
 pub mod validate;
+pub mod whitelist;
 
 pub use error::AdminError;
 pub use validate::{normalize_address, validate_username};

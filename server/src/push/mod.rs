@@ -9,6 +9,7 @@
 //!   resolution ([`whitelist::resolve_fqdns`]).
 //! - [`mod@decide`]: the pure decision ([`decide()`]) over an [`Origin`].
 //! - [`ip`], [`e164`], [`sip_uri`]: how each kind of origin is compared.
+//! - [`ingress`]: what the HTTP and SIP ingress and `whitelist check` share.
 //!
 //! The ingress (HTTP, SIP) and the CLI call, in order: [`whitelist::load`] (document →
 //! entries), [`whitelist::resolve_fqdns`], `Store::set_whitelist`; and per push: build
@@ -17,6 +18,7 @@
 
 pub mod decide;
 pub mod e164;
+pub mod ingress;
 pub mod ip;
 mod prov_tokens;
 pub mod sip_uri;
