@@ -9,6 +9,7 @@
 //!   resolution ([`whitelist::resolve_fqdns`]).
 //! - [`mod@decide`]: the pure decision ([`decide()`]) over an [`Origin`].
 //! - [`ip`], [`e164`], [`sip_uri`]: how each kind of origin is compared.
+//! - [`deliver`]: the message an accepted push becomes, appended to the mailbox.
 //! - [`ingress`]: what the HTTP and SIP ingress and `whitelist check` share.
 //!
 //! The ingress (HTTP, SIP) and the CLI call, in order: [`whitelist::load`] (document →
@@ -17,6 +18,7 @@
 //! whitelist of the subscriber and context, and call [`decide()`].
 
 pub mod decide;
+pub mod deliver;
 pub mod e164;
 pub mod ingress;
 pub mod ip;
