@@ -161,6 +161,8 @@ pub struct Mailbox {
 pub struct MailboxCounts {
     pub messages: u32,
     pub unseen: u32,
+    /// Messages no session has claimed as \Recent yet (see [`Store::claim_recent`]).
+    pub recent: u32,
     /// Bytes used by the mailbox's messages.
     pub size: u64,
 }
@@ -387,15 +389,23 @@ pub trait Store: Send + Sync + 'static {
     async fn set_subscribed(&self, id: AccountId, name: &str, subscribed: bool) -> Result<()>;
     /// Names subscribed to, including ones that no longer exist as mailboxes.
     async fn subscriptions(&self, id: AccountId) -> Result<Vec<String>>;
-    /// Messages, unseen messages and bytes in the mailbox.
+    /// Messages, unseen messages, unclaimed \Recent messages and bytes in the mailbox.
     async fn mailbox_counts(&self, account: AccountId, mailbox: MailboxId)
     -> Result<MailboxCounts>;
     /// Keywords ever used in the mailbox (for FLAGS / PERMANENTFLAGS).
     async fn mailbox_keywords(&self, account: AccountId, mailbox: MailboxId)
     -> Result<Vec<String>>;
-    /// Claims \Recent: returns the first UID that is recent for the caller and moves the
-    /// mailbox's recent mark to UIDNEXT, so only one session sees a message as recent.
-    async fn claim_recent(&self, account: AccountId, mailbox: MailboxId) -> Result<u32>;
+    /// Claims \Recent: returns the UIDs `start..end` that are recent for the caller (the
+    /// messages no session had claimed, up to UIDNEXT) and moves the mailbox's recent
+    /// mark to `end`, so only one session sees a message as recent.
+    async fn claim_recent(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+    ) -> Result<std::ops::Range<u32>>;
+    /// The first UID no session has claimed as \Recent yet, without claiming anything
+    /// (what a read-only session shows as recent).
+    async fn unclaimed_recent(&self, account: AccountId, mailbox: MailboxId) -> Result<u32>;
 
     // --- messages -------------------------------------------------------------------
     /// Stores a message; UID and MODSEQ are allocated in the insert's transaction.

@@ -738,18 +738,34 @@ impl SqlStore {
         self.commit(tx, vec![change]).await
     }
 
-    async fn claim_recent_tx(&self, account: AccountId, mailbox: MailboxId) -> TxResult<u32> {
+    async fn claim_recent_tx(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+    ) -> TxResult<std::ops::Range<u32>> {
         // One statement: SET expressions see the row as it was, so recent_prev gets the
-        // old mark while recent_uid moves to UIDNEXT.
+        // old mark while recent_uid moves to UIDNEXT; RETURNING sees the new row.
         let row = sqlx::query(
             "UPDATE mailboxes SET recent_prev = recent_uid, recent_uid = uidnext \
-             WHERE account_id = $1 AND id = $2 RETURNING recent_prev",
+             WHERE account_id = $1 AND id = $2 RETURNING recent_prev, recent_uid",
         )
         .bind(account.0)
         .bind(mailbox.0)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| not_found_mailbox(mailbox))?;
+        let start = to_u32(row.try_get(0)?, "recent uid")?;
+        let end = to_u32(row.try_get(1)?, "recent uid")?;
+        Ok(start..end.max(start))
+    }
+
+    async fn unclaimed_recent_tx(&self, account: AccountId, mailbox: MailboxId) -> TxResult<u32> {
+        let row = sqlx::query("SELECT recent_uid FROM mailboxes WHERE account_id = $1 AND id = $2")
+            .bind(account.0)
+            .bind(mailbox.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found_mailbox(mailbox))?;
         Ok(to_u32(row.try_get(0)?, "recent uid")?)
     }
 
@@ -1647,23 +1663,24 @@ impl Store for SqlStore {
         account: AccountId,
         mailbox: MailboxId,
     ) -> Result<MailboxCounts> {
-        self.read_mailbox(account, mailbox)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let recent_uid = self.unclaimed_recent(account, mailbox).await?;
         let row = sqlx::query(
             "SELECT COUNT(*), \
                     CAST(COALESCE(SUM(CASE WHEN (system_flags & 1) = 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-                    CAST(COALESCE(SUM(size), 0) AS BIGINT) \
+                    CAST(COALESCE(SUM(size), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN uid >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) \
              FROM messages WHERE account_id = $1 AND mailbox_id = $2",
         )
         .bind(account.0)
         .bind(mailbox.0)
+        .bind(i64::from(recent_uid))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.map_err(e))?;
         Ok(MailboxCounts {
             messages: to_u32(row.try_get(0).map_err(map_sqlx)?, "count")?,
             unseen: to_u32(row.try_get(1).map_err(map_sqlx)?, "count")?,
+            recent: to_u32(row.try_get(3).map_err(map_sqlx)?, "count")?,
             size: to_u64(row.try_get(2).map_err(map_sqlx)?, "size")?,
         })
     }
@@ -1687,9 +1704,19 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn claim_recent(&self, account: AccountId, mailbox: MailboxId) -> Result<u32> {
+    async fn claim_recent(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+    ) -> Result<std::ops::Range<u32>> {
         self.retry(|| Box::pin(self.claim_recent_tx(account, mailbox)))
             .await
+    }
+
+    async fn unclaimed_recent(&self, account: AccountId, mailbox: MailboxId) -> Result<u32> {
+        self.unclaimed_recent_tx(account, mailbox)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     async fn append(

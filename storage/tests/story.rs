@@ -1840,7 +1840,7 @@ async fn claim_recent(env: &Env) {
     let store = &env.store;
     let alice = store.create_account(bare_account("alice")).await.unwrap();
     let inbox_id = inbox(store, alice.id).await;
-    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 1);
+    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 1..1);
     store
         .append(alice.id, inbox_id, message("a"))
         .await
@@ -1849,17 +1849,41 @@ async fn claim_recent(env: &Env) {
         .append(alice.id, inbox_id, message("b"))
         .await
         .unwrap();
+    // Nobody has claimed them yet: they count as recent, and peeking claims nothing.
+    assert_eq!(
+        store
+            .mailbox_counts(alice.id, inbox_id)
+            .await
+            .unwrap()
+            .recent,
+        2
+    );
+    assert_eq!(store.unclaimed_recent(alice.id, inbox_id).await.unwrap(), 1);
+    assert_eq!(store.unclaimed_recent(alice.id, inbox_id).await.unwrap(), 1);
     // The first session sees 1 and 2 as recent; the next one sees none of them.
-    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 1);
-    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 3);
+    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 1..3);
+    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 3..3);
+    assert_eq!(
+        store
+            .mailbox_counts(alice.id, inbox_id)
+            .await
+            .unwrap()
+            .recent,
+        0
+    );
+    assert_eq!(store.unclaimed_recent(alice.id, inbox_id).await.unwrap(), 3);
     store
         .append(alice.id, inbox_id, message("c"))
         .await
         .unwrap();
-    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 3);
-    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 4);
+    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 3..4);
+    assert_eq!(store.claim_recent(alice.id, inbox_id).await.unwrap(), 4..4);
     assert_err!(
         store.claim_recent(alice.id, MailboxId(987_654)).await,
+        Error::NotFound(_)
+    );
+    assert_err!(
+        store.unclaimed_recent(alice.id, MailboxId(987_654)).await,
         Error::NotFound(_)
     );
 
@@ -1875,12 +1899,12 @@ async fn claim_recent(env: &Env) {
             store.claim_recent(alice.id, inbox_id).await.unwrap()
         }));
     }
-    let mut marks = Vec::new();
+    let mut claims = Vec::new();
     for task in tasks {
-        marks.push(task.await.unwrap());
+        claims.push(task.await.unwrap());
     }
-    marks.sort_unstable();
-    assert_eq!(marks, [4, 5, 5, 5]);
+    claims.sort_unstable_by_key(|r| (r.start, r.end));
+    assert_eq!(claims, [4..5, 5..5, 5..5, 5..5]);
 }
 
 async fn metadata(env: &Env) {

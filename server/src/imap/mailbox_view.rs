@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
+use std::ops::Range;
 
 use cpmstore_storage::{Flags, Mailbox, MailboxChanges, MessageMeta, UidRange};
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
@@ -18,8 +19,10 @@ pub struct MailboxView {
     uids: Vec<u32>,
     /// Flags parallel to `uids`.
     flags: Vec<Flags>,
-    /// UIDs at or above this are \Recent for this session.
-    recent_from: u32,
+    /// UIDs that are \Recent for this session: ascending, disjoint ranges. A read-write
+    /// session gets the ones it claimed from the store (at SELECT and whenever it is the
+    /// first to see new messages), so no two sessions show a message as recent.
+    recent: Vec<Range<u32>>,
     /// The MODSEQ the view has caught up to.
     pub modseq: u64,
     /// Expunged in the store but not yet told (EXPUNGE is deferred during FETCH, STORE
@@ -34,7 +37,7 @@ impl MailboxView {
         mailbox: Mailbox,
         read_only: bool,
         messages: Vec<MessageMeta>,
-        recent_from: u32,
+        recent: Range<u32>,
         keywords: Vec<String>,
     ) -> Self {
         let modseq = mailbox.highestmodseq;
@@ -44,16 +47,18 @@ impl MailboxView {
             uids.push(m.uid);
             flags.push(m.flags);
         }
-        MailboxView {
+        let mut view = MailboxView {
             mailbox,
             read_only,
             uids,
             flags,
-            recent_from,
+            recent: Vec::new(),
             modseq,
             pending_expunge: BTreeSet::new(),
             keywords,
-        }
+        };
+        view.add_recent(recent);
+        view
     }
 
     pub fn exists(&self) -> u32 {
@@ -61,11 +66,37 @@ impl MailboxView {
     }
 
     pub fn recent_count(&self) -> u32 {
-        self.uids.iter().filter(|u| **u >= self.recent_from).count() as u32
+        self.uids.iter().filter(|u| self.is_recent(**u)).count() as u32
     }
 
     pub fn is_recent(&self, uid: u32) -> bool {
-        uid >= self.recent_from
+        // The range that could hold `uid` is the last one starting at or below it.
+        let i = self.recent.partition_point(|r| r.start <= uid);
+        i > 0 && self.recent[i - 1].contains(&uid)
+    }
+
+    /// Whether `changes` brings messages this view has not seen yet (their \Recent
+    /// status must be settled before [`MailboxView::apply`]).
+    pub fn has_new(&self, changes: &MailboxChanges) -> bool {
+        let last = self.last_uid();
+        changes.changed.iter().any(|m| m.uid > last)
+    }
+
+    /// Makes the UIDs of `range` \Recent for this session.
+    pub fn add_recent(&mut self, range: Range<u32>) {
+        if range.is_empty() {
+            return;
+        }
+        self.recent.push(range);
+        self.recent.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<u32>> = Vec::with_capacity(self.recent.len());
+        for r in self.recent.drain(..) {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        self.recent = merged;
     }
 
     pub fn uid_of(&self, seq: u32) -> Option<u32> {
@@ -300,7 +331,7 @@ mod tests {
             mailbox,
             false,
             uids.iter().map(|u| meta(*u)).collect(),
-            100,
+            100..100,
             vec![],
         )
     }
@@ -362,6 +393,23 @@ mod tests {
             "{text}"
         );
         assert_eq!(v.modseq, 7);
+    }
+
+    #[test]
+    fn recent_ranges_merge() {
+        let mut v = view(&[1, 2, 3, 5, 8, 9]);
+        assert_eq!(v.recent_count(), 0);
+        v.add_recent(2..4);
+        v.add_recent(8..9);
+        v.add_recent(3..6);
+        v.add_recent(7..7);
+        assert_eq!(v.recent, vec![2..6, 8..9]);
+        let recent: Vec<u32> = [1, 2, 3, 5, 8, 9]
+            .into_iter()
+            .filter(|u| v.is_recent(*u))
+            .collect();
+        assert_eq!(recent, [2, 3, 5, 8]);
+        assert_eq!(v.recent_count(), 4);
     }
 
     #[test]

@@ -161,11 +161,20 @@ impl Session {
             }
             return Ok(());
         }
-        let changes = self
-            .ctx
-            .store
+        let store = &self.ctx.store;
+        let changes = store
             .changes_since(user.id, view.mailbox.id, view.modseq)
             .await?;
+        if view.has_new(&changes) {
+            // The first session to see a new message has it as \Recent (RFC 3501
+            // 2.3.2): a read-write one claims it; a read-only one only looks.
+            let recent = if view.read_only {
+                store.unclaimed_recent(user.id, view.mailbox.id).await?..changes.uidnext
+            } else {
+                store.claim_recent(user.id, view.mailbox.id).await?
+            };
+            view.add_recent(recent);
+        }
         view.apply(changes, allow_expunge, &mut self.out);
         self.dirty = false;
         Ok(())

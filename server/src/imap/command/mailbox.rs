@@ -163,11 +163,11 @@ pub async fn status(
         match item {
             StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", counts.messages)),
             StatusDataItemName::Recent => {
-                // \Recent belongs to the session that has the mailbox selected; ours
-                // when it is this one.
+                // The selected mailbox as this session sees it; any other: the messages
+                // no session has claimed as \Recent yet (Dovecot's answer too).
                 let recent = match &s.state {
                     State::Selected { view, .. } if view.mailbox.id == mb.id => view.recent_count(),
-                    _ => 0,
+                    _ => counts.recent,
                 };
                 parts.push(format!("RECENT {recent}"));
             }

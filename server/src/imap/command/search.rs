@@ -1262,7 +1262,7 @@ nested body words\r\n\
                 subscribed: true,
             };
             let metas = self.rows.iter().map(|(m, _)| m.clone()).collect();
-            MailboxView::new(mailbox, false, metas, recent_from, vec![])
+            MailboxView::new(mailbox, false, metas, recent_from..u32::MAX, vec![])
         }
 
         fn blobs_read(&self) -> Vec<String> {

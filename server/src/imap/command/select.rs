@@ -23,19 +23,24 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
         Err(cpmstore_storage::Error::NotFound(_)) => return Err(CmdError::nonexistent()),
         Err(e) => return Err(e.into()),
     };
-    let recent_from = if read_only {
-        mb.uidnext
-    } else {
-        store.claim_recent(user.id, mb.id).await?
-    };
     let keywords = store.mailbox_keywords(user.id, mb.id).await?;
     // The initial snapshot: every message's UID and flags (no bodies).
     let messages: Vec<_> = store
         .fetch(user.id, mb.id, &[UidRange::all()])
         .try_collect()
         .await?;
+    // \Recent after the snapshot: everything in it is below the claimed range's end.
+    // EXAMINE shows what nobody has claimed yet and leaves it for the next SELECT.
+    let recent = if read_only {
+        let end = messages
+            .last()
+            .map_or(mb.uidnext, |m| m.uid.saturating_add(1).max(mb.uidnext));
+        store.unclaimed_recent(user.id, mb.id).await?..end
+    } else {
+        store.claim_recent(user.id, mb.id).await?
+    };
     // Re-read the mailbox so the view's MODSEQ is not older than the snapshot.
-    let mut view = MailboxView::new(mb, read_only, messages, recent_from, keywords);
+    let mut view = MailboxView::new(mb, read_only, messages, recent, keywords);
     let flags = view.flags_line();
     let mut lines = format!("* FLAGS {flags}\r\n");
     let permanent = if read_only {
