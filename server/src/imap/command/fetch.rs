@@ -25,7 +25,7 @@ use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::to_ranges;
 use crate::imap::mime::{self, Message};
 use crate::imap::response::{flag_list, string};
-use crate::imap::session::Session;
+use crate::imap::session::{Session, State};
 
 /// Messages asked of the store per round trip.
 const CHUNK: usize = 256;
@@ -42,6 +42,9 @@ pub async fn fetch(
         .user()
         .map(|user| user.id)
         .ok_or_else(|| CmdError::bad("Not authenticated."))?;
+    if request.answerable_from_view() {
+        return fetch_from_view(s, sequence_set, uid, &request).await;
+    }
     let (mailbox, read_only, uids, skipped) = {
         let view = s
             .view()
@@ -132,6 +135,40 @@ pub async fn fetch(
             "EXPUNGEISSUED",
             "Some messages were expunged.",
         ));
+    }
+    Ok(Done::text("Fetch completed."))
+}
+
+/// Answers a FETCH of UID and FLAGS alone from the mailbox view: they are what the
+/// session already knows, so every message the client can see is answered, even one
+/// another session has expunged meanwhile (as Dovecot answers them from its index).
+async fn fetch_from_view(
+    s: &mut Session,
+    sequence_set: &SequenceSet,
+    uid: bool,
+    request: &Request,
+) -> CmdResult {
+    let uids = s
+        .view()
+        .ok_or_else(|| CmdError::bad("No mailbox selected."))?
+        .resolve(sequence_set, uid)
+        .map_err(CmdError::bad)?;
+    for chunk in uids.chunks(CHUNK) {
+        let State::Selected { view, .. } = &s.state else {
+            return Err(CmdError::bad("No mailbox selected."));
+        };
+        for &uid in chunk {
+            if let (Some(seq), Some(flags)) = (view.seq_of(uid), view.flags_of(uid)) {
+                let status = Status {
+                    seq,
+                    flags,
+                    recent: view.is_recent(uid),
+                    flags_changed: false,
+                };
+                request.write(&mut s.out, &view_meta(uid), &status, None);
+            }
+        }
+        s.maybe_flush().await?;
     }
     Ok(Done::text("Fetch completed."))
 }
@@ -240,6 +277,15 @@ impl Request {
         })
     }
 
+    /// Whether every item asked for is one the mailbox view holds (UID, FLAGS).
+    fn answerable_from_view(&self) -> bool {
+        !self.sets_seen
+            && self
+                .items
+                .iter()
+                .all(|item| matches!(item, Item::Uid | Item::Flags))
+    }
+
     /// Appends one message's untagged FETCH response. `raw` is the message content,
     /// present when `needs_content`; it is parsed only if an item needs its structure.
     fn write(
@@ -326,6 +372,20 @@ impl Request {
             );
         }
         out.extend_from_slice(b")\r\n");
+    }
+}
+
+/// The row of a message for [`Request::write`] when only view items (UID, FLAGS) are
+/// asked: nothing but the UID is read from it.
+fn view_meta(uid: u32) -> MessageMeta {
+    MessageMeta {
+        uid,
+        modseq: 0,
+        flags: Flags::default(),
+        internal_date: 0,
+        internal_date_tz: 0,
+        size: 0,
+        blob: String::new(),
     }
 }
 
