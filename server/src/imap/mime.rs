@@ -262,7 +262,13 @@ fn build(raw: &[u8], parts: &[MessagePart<'_>], id: usize, depth: usize, in_dige
                 && inner.raw_message.len() == len
                 && !inner.parts.is_empty() =>
         {
-            Kind::Message(Box::new(build(raw, &inner.parts, 0, depth + 1, false)))
+            let mut message = build(raw, &inner.parts, 0, depth + 1, false);
+            // The encapsulated message is the whole body of its part: its TEXT runs to
+            // the part's end, past a multipart's closing boundary (the epilogue).
+            if message.body.start <= body_end {
+                message.body.end = body_end;
+            }
+            Kind::Message(Box::new(message))
         }
         _ if rfc822 => Kind::OpaqueMessage,
         // Declared multipart but no part found (no boundary, or it never occurs).
@@ -1282,6 +1288,21 @@ mod tests {
         iVBORw0K\r\n\
         --outer--\r\n";
 
+    /// A message/rfc822 message whose encapsulated message is a multipart with an
+    /// epilogue.
+    const ATTACHED_MULTIPART: &str = "Subject: out\r\n\
+        Content-Type: message/rfc822\r\n\
+        \r\n\
+        Subject: in\r\n\
+        Content-Type: multipart/mixed; boundary=in\r\n\
+        \r\n\
+        intro\r\n\
+        --in\r\n\
+        \r\n\
+        body\r\n\
+        --in--\r\n\
+        afterwards\r\n";
+
     const FORWARD: &str = "From: Bob <bob@example.com>\r\n\
         Subject: Fwd: lunch\r\n\
         Content-Type: multipart/mixed; boundary=\"fw\"\r\n\
@@ -1601,6 +1622,19 @@ mod tests {
             ),
             (FORWARD, "1.HEADER", None),
             (FORWARD, "2.2", None),
+            // An encapsulated multipart message: its TEXT is the rest of its part,
+            // epilogue included, not only up to the closing boundary.
+            (
+                ATTACHED_MULTIPART,
+                "1.TEXT",
+                Some("intro\r\n--in\r\n\r\nbody\r\n--in--\r\nafterwards\r\n"),
+            ),
+            (ATTACHED_MULTIPART, "1.1", Some("body")),
+            (
+                ATTACHED_MULTIPART,
+                "TEXT",
+                Some(&ATTACHED_MULTIPART[ATTACHED_MULTIPART.find("Subject: in").unwrap()..]),
+            ),
         ];
         for (raw, spec, expected) in cases {
             assert_eq!(
