@@ -1,0 +1,215 @@
+//! RFC 3501 behaviours where cpmstore was checked against Dovecot's ImapTest scripted
+//! tests (dovecot/imaptest `src/tests/`) and once answered differently. Each test
+//! states the behaviour in our own words, over real TLS sockets against the real
+//! binary (SQLite).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use cpmstore_tests::imap_client::{Client, Reply};
+use cpmstore_tests::server::Server;
+
+const USER: &str = "rita";
+const PASSWORD: &str = "rfc 3501 pass";
+
+fn note(n: u32) -> Vec<u8> {
+    format!(
+        "From: Nora <nora@example.org>\r\nTo: rita@example.org\r\nSubject: note {n}\r\n\r\nNote number {n}.\r\n"
+    )
+    .into_bytes()
+}
+
+fn start() -> Server {
+    let server = Server::start();
+    server.add_user(USER, PASSWORD);
+    server
+}
+
+fn login(server: &Server) -> Client {
+    Client::login(server.imaps, USER, PASSWORD)
+}
+
+/// The untagged `* <n> <word>` count, e.g. `count(&r, "RECENT")`.
+fn count(r: &Reply, word: &str) -> Option<u32> {
+    r.untagged.iter().find_map(|l| {
+        let mut words = l.split(' ').skip(1);
+        let n = words.next()?.parse().ok()?;
+        words
+            .next()
+            .filter(|w| w.eq_ignore_ascii_case(word))
+            .map(|_| n)
+    })
+}
+
+/// The `RECENT n` of a `STATUS <mailbox> (RECENT)` reply.
+fn status_recent(c: &mut Client, mailbox: &str) -> u32 {
+    let r = c.command(&format!("STATUS {mailbox} (RECENT)")).ok();
+    let line = r.lines_with("STATUS")[0].clone();
+    let at = line.find("RECENT ").expect("RECENT in STATUS") + "RECENT ".len();
+    line[at..]
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"))
+}
+
+/// The FETCH FLAGS line for sequence number `seq`, if the reply has one.
+fn flags_line(r: &Reply, seq: u32) -> Option<String> {
+    let prefix = format!("* {seq} FETCH (");
+    r.untagged
+        .iter()
+        .find(|l| l.starts_with(&prefix) && l.contains("FLAGS ("))
+        .cloned()
+}
+
+/// The content of the first literal in the untagged lines of `r`.
+fn literal(r: &Reply) -> String {
+    let line = r
+        .untagged
+        .iter()
+        .find(|l| l.contains("}\r\n"))
+        .unwrap_or_else(|| panic!("no literal in {r:?}"));
+    let open = line.find('{').expect("literal");
+    let close = line[open..].find("}\r\n").expect("literal") + open;
+    let len: usize = line[open + 1..close].parse().expect("literal length");
+    line[close + 3..close + 3 + len].to_string()
+}
+
+#[test]
+fn a_new_message_is_recent_in_one_session_only() {
+    let server = start();
+    let mut first = login(&server);
+    let mut second = login(&server);
+    let mut outside = login(&server);
+    first.command("SELECT INBOX").ok();
+    second.command("SELECT INBOX").ok();
+
+    // Delivered by a session that does not have the mailbox open.
+    outside.append("INBOX", "", &note(1)).ok();
+    let r = first.command("NOOP").ok();
+    assert_eq!(count(&r, "EXISTS"), Some(1), "{r:?}");
+    assert_eq!(count(&r, "RECENT"), Some(1), "{r:?}");
+    let r = second.command("NOOP").ok();
+    assert_eq!(count(&r, "EXISTS"), Some(1), "{r:?}");
+    assert_eq!(count(&r, "RECENT"), Some(0), "{r:?}");
+
+    let r = first.command("FETCH 1 (FLAGS)").ok();
+    assert!(flags_line(&r, 1).unwrap().contains("\\Recent"), "{r:?}");
+    let r = second.command("FETCH 1 (FLAGS)").ok();
+    assert!(!flags_line(&r, 1).unwrap().contains("\\Recent"), "{r:?}");
+    // Claimed by a session: nobody else counts it as recent any more.
+    assert_eq!(status_recent(&mut outside, "INBOX"), 0);
+
+    // A session appending to the mailbox it has selected hears of the message at once
+    // and is the one that has it as recent.
+    let r = second.append("INBOX", "", &note(2)).ok();
+    assert_eq!(count(&r, "EXISTS"), Some(2), "{r:?}");
+    let r = second.command("FETCH 2 (FLAGS)").ok();
+    assert!(flags_line(&r, 2).unwrap().contains("\\Recent"), "{r:?}");
+    let r = first.command("NOOP").ok();
+    assert_eq!(count(&r, "EXISTS"), Some(2), "{r:?}");
+    let r = first.command("FETCH 2 (FLAGS)").ok();
+    assert!(!flags_line(&r, 2).unwrap().contains("\\Recent"), "{r:?}");
+    let r = first.command("FETCH 1 (FLAGS)").ok();
+    assert!(flags_line(&r, 1).unwrap().contains("\\Recent"), "{r:?}");
+}
+
+#[test]
+fn examine_shows_recent_messages_without_taking_them() {
+    let server = start();
+    let mut c = login(&server);
+    c.append("INBOX", "", &note(1)).ok();
+    c.append("INBOX", "", &note(2)).ok();
+    assert_eq!(status_recent(&mut c, "INBOX"), 2);
+
+    let r = c.command("EXAMINE INBOX").ok();
+    assert!(r.status.starts_with("OK [READ-ONLY]"), "{r:?}");
+    assert_eq!(count(&r, "RECENT"), Some(2), "{r:?}");
+    let r = c.command("FETCH 1:2 (FLAGS)").ok();
+    assert!(flags_line(&r, 1).unwrap().contains("\\Recent"), "{r:?}");
+    c.command("CLOSE").ok();
+    assert_eq!(status_recent(&mut c, "INBOX"), 2);
+
+    // The first read-write SELECT takes them; after it, nobody else sees them recent.
+    let r = c.command("SELECT INBOX").ok();
+    assert_eq!(count(&r, "RECENT"), Some(2), "{r:?}");
+    assert_eq!(status_recent(&mut c, "INBOX"), 2, "as this session sees it");
+    c.command("CLOSE").ok();
+    assert_eq!(status_recent(&mut c, "INBOX"), 0);
+    let mut other = login(&server);
+    let r = other.command("EXAMINE INBOX").ok();
+    assert_eq!(count(&r, "RECENT"), Some(0), "{r:?}");
+    let r = other.command("SELECT INBOX").ok();
+    assert_eq!(count(&r, "RECENT"), Some(0), "{r:?}");
+}
+
+#[test]
+fn uid_and_flags_are_answered_for_a_message_expunged_elsewhere() {
+    let server = start();
+    let mut a = login(&server);
+    let mut b = login(&server);
+    for n in 1..=3 {
+        a.append("INBOX", "\\Flagged", &note(n)).ok();
+    }
+    a.command("SELECT INBOX").ok();
+    b.command("SELECT INBOX").ok();
+    b.command("STORE 3 +FLAGS.SILENT (\\Deleted)").ok();
+    b.command("EXPUNGE").ok();
+
+    // A has not been told: message 3 is still in its view, and UID and FLAGS are what
+    // A already knows. No EXPUNGE while answering a FETCH.
+    let r = a.command("FETCH 3 (UID FLAGS)").ok();
+    let line = flags_line(&r, 3).unwrap_or_else(|| panic!("{r:?}"));
+    assert!(
+        line.contains("UID 3") && line.contains("\\Flagged"),
+        "{r:?}"
+    );
+    assert!(!r.untagged.iter().any(|l| l.ends_with("EXPUNGE")), "{r:?}");
+    // What needs the message itself can no longer be had.
+    let r = a.command("FETCH 3 (RFC822.SIZE)");
+    assert!(r.status.starts_with("NO [EXPUNGEISSUED]"), "{r:?}");
+
+    // A UID command may be told of expunges: it answers, then reports the expunge.
+    let r = a.command("UID FETCH 3 (FLAGS)").ok();
+    assert!(flags_line(&r, 3).is_some(), "{r:?}");
+    assert_eq!(r.untagged.last().unwrap(), "* 3 EXPUNGE", "{r:?}");
+    let r = a.command("FETCH 1:* (UID)").ok();
+    assert_eq!(r.lines_with("FETCH").len(), 2, "{r:?}");
+}
+
+#[test]
+fn text_of_an_attached_multipart_message_runs_to_the_end_of_its_part() {
+    let inner_body = "preamble text\r\n\
+        --inner\r\n\
+        Content-Type: text/plain\r\n\
+        \r\n\
+        first alternative\r\n\
+        --inner--\r\n\
+        trailing epilogue\r\n";
+    let inner = format!(
+        "From: Ola <ola@example.net>\r\n\
+         Subject: attached\r\n\
+         Content-Type: multipart/alternative; boundary=inner\r\n\
+         \r\n\
+         {inner_body}"
+    );
+    let message = format!(
+        "From: Rita <rita@example.org>\r\n\
+         Subject: forwarding\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: message/rfc822\r\n\
+         \r\n\
+         {inner}"
+    );
+    let server = start();
+    let mut c = login(&server);
+    c.append("INBOX", "", message.as_bytes()).ok();
+    c.command("SELECT INBOX").ok();
+
+    let r = c.command("FETCH 1 (BODY.PEEK[1.TEXT])").ok();
+    assert_eq!(literal(&r), inner_body, "{r:?}");
+    let r = c.command("FETCH 1 (BODY.PEEK[TEXT])").ok();
+    assert_eq!(literal(&r), inner, "{r:?}");
+    let r = c.command("FETCH 1 (BODY.PEEK[1])").ok();
+    assert_eq!(literal(&r), inner, "{r:?}");
+    let r = c.command("FETCH 1 (BODY.PEEK[1.1])").ok();
+    assert_eq!(literal(&r), "first alternative", "{r:?}");
+}
