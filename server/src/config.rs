@@ -138,7 +138,7 @@ pub struct Config {
     /// `[imaps]`: implicit TLS.
     pub imaps: ListenerConfig,
     /// `[psk]`: PSK-TLS.
-    pub psk: ListenerConfig,
+    pub psk: PskConfig,
     /// `[tls]`: certificate and key for STARTTLS and IMAPS.
     pub tls: TlsConfig,
     /// `[http]`: push ingress, admin API, metrics, health.
@@ -173,6 +173,33 @@ pub struct ListenerConfig {
     /// Addresses to bind; a string or a list of strings in the file.
     #[serde(deserialize_with = "de_listen")]
     pub listen: Vec<SocketAddr>,
+}
+
+/// `[psk]`: the PSK-TLS listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PskConfig {
+    /// Addresses to bind; a string or a list of strings in the file.
+    #[serde(deserialize_with = "de_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Also offer plain PSK key exchange without forward secrecy (TLS 1.2 `PSK-*` suites
+    /// of RFC 4279, TLS 1.3 `psk_ke`). Off: only ECDHE-PSK / DHE-PSK and `psk_dhe_ke`.
+    pub allow_plain_psk: bool,
+    /// Seconds between full reloads of the in-memory PSK table from storage. Changes
+    /// are also picked up at once from the change bus; the reload is the safety net for
+    /// a change made where no notification reaches this node (a CLI on SQLite, a lost
+    /// NOTIFY).
+    pub refresh_secs: u64,
+}
+
+impl Default for PskConfig {
+    fn default() -> Self {
+        PskConfig {
+            listen: localhost(2993),
+            allow_plain_psk: false,
+            refresh_secs: 2,
+        }
+    }
 }
 
 /// `[tls]`. Unset: a self-signed certificate is generated into `<data_dir>/tls/`.
@@ -246,6 +273,11 @@ pub struct AuthConfig {
     pub lockout_secs: u64,
     /// Failed authentications after which a connection is closed.
     pub max_failures_per_connection: u32,
+    /// First delay added to answers once a source is over `max_failures`; it doubles
+    /// with each further failure.
+    pub failure_delay_ms: u64,
+    /// Longest such delay (also what a locked-out source waits for its answer).
+    pub max_failure_delay_ms: u64,
 }
 
 /// `[limits]`: sizes, timeouts and connection caps.
@@ -485,6 +517,8 @@ impl Default for AuthConfig {
             failure_window_secs: 300,
             lockout_secs: 900,
             max_failures_per_connection: 3,
+            failure_delay_ms: 250,
+            max_failure_delay_ms: 4000,
         }
     }
 }
@@ -629,9 +663,7 @@ impl Config {
             imaps: ListenerConfig {
                 listen: localhost(1993),
             },
-            psk: ListenerConfig {
-                listen: localhost(2993),
-            },
+            psk: PskConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig {
                 listen: localhost(8080),
@@ -779,6 +811,16 @@ impl Config {
             "auth.max_failures_per_connection",
             a.max_failures_per_connection.into(),
         )?;
+        if a.failure_delay_ms > a.max_failure_delay_ms {
+            return Err(invalid(
+                "auth.failure_delay_ms",
+                format!(
+                    "{} is more than auth.max_failure_delay_ms ({}); lower it or raise the maximum",
+                    a.failure_delay_ms, a.max_failure_delay_ms
+                ),
+            ));
+        }
+        at_least_one("psk.refresh_secs", self.psk.refresh_secs)?;
         let l = &self.limits;
         if l.max_command_bytes < 1024 {
             return Err(invalid(

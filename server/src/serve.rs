@@ -13,8 +13,12 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::auth::credentials::Verifier;
 use crate::auth::login::Authenticator;
+use crate::auth::psk::Kek;
+use crate::auth::psk_cache::PskCache;
+use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::config::Config;
 use crate::imap::{self, ImapCtx, SessionLimits};
+use crate::net::psk::PskAcceptor;
 use crate::net::tls::{CertSource, server_config};
 use crate::net::{Conn, ConnInfo, ListenerKind};
 
@@ -25,6 +29,8 @@ pub enum ServeError {
     Storage(#[from] cpmstore_storage::Error),
     #[error("TLS: {0}")]
     Tls(#[from] crate::net::tls::TlsError),
+    #[error("PSK-TLS: {0}")]
+    Psk(String),
     #[error("cannot listen on {addr}: {source}; is another server using the port?")]
     Bind {
         addr: SocketAddr,
@@ -133,23 +139,44 @@ pub async fn run_until(
         }
     };
     let self_signed = matches!(source, CertSource::SelfSigned { .. });
-    let (tls_config, generated) = server_config(source)?;
+    let tls_setup = server_config(source)?;
     if self_signed {
         tracing::warn!(
             dir = %tls_dir.display(),
-            generated,
+            generated = tls_setup.generated,
             "no TLS certificate configured: using a self-signed one; set tls.cert and tls.key for production"
         );
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_setup.config);
+
+    // PSK-TLS: the key table, kept current from storage, and the OpenSSL acceptor.
+    let psk = if config.psk.listen.is_empty() {
+        None
+    } else {
+        let kek = Kek::load_or_create(&config).map_err(|e| ServeError::Psk(e.to_string()))?;
+        let cache = PskCache::new(kek);
+        let loaded = cache.reload(store.as_ref()).await?;
+        tracing::info!(identities = loaded, "PSK table loaded");
+        tokio::spawn(cache.clone().run_refresher(
+            store.clone(),
+            Duration::from_secs(config.psk.refresh_secs),
+            shutdown_rx.clone(),
+        ));
+        let acceptor = PskAcceptor::new(cache.clone(), config.psk.allow_plain_psk)
+            .map_err(|e| ServeError::Psk(format!("cannot set up OpenSSL: {e}")))?;
+        Some((cache, Arc::new(acceptor)))
+    };
 
     let verifier = Verifier::from_config(&config.auth);
     verifier.warm_up().await;
-    let auth = Arc::new(Authenticator::new(store.clone(), verifier));
+    let throttle = Throttle::new(ThrottleConfig::from(&config.auth));
+    let auth = Arc::new(Authenticator::new(store.clone(), verifier, throttle));
     let ctx = Arc::new(ImapCtx {
         store: store.clone(),
         auth,
         tls: Some(acceptor.clone()),
+        tls_end_point: tls_setup.end_point,
+        psk: psk.as_ref().map(|(cache, _)| cache.clone()),
         limits: SessionLimits::from(&config.limits),
         max_failures_per_connection: config.auth.max_failures_per_connection,
         shutdown: shutdown_rx.clone(),
@@ -166,6 +193,7 @@ pub async fn run_until(
     for (kind, addrs) in [
         (ListenerKind::Imap, &config.imap.listen),
         (ListenerKind::Imaps, &config.imaps.listen),
+        (ListenerKind::Psk, &config.psk.listen),
     ] {
         for addr in addrs {
             let listener = TcpListener::bind(addr)
@@ -179,7 +207,14 @@ pub async fn run_until(
                 source,
             })?;
             tracing::info!(listener = kind.as_str(), addr = %local, "listening");
-            let tls = (kind == ListenerKind::Imaps).then(|| acceptor.clone());
+            let tls = match kind {
+                ListenerKind::Imap => Handshake::None,
+                ListenerKind::Imaps => Handshake::Tls(acceptor.clone()),
+                ListenerKind::Psk => match &psk {
+                    Some((_, acceptor)) => Handshake::Psk(acceptor.clone()),
+                    None => continue,
+                },
+            };
             accept_loops.push(tokio::spawn(accept_loop(
                 listener,
                 kind,
@@ -215,11 +250,41 @@ pub async fn run_until(
     Ok(())
 }
 
+/// What a listener does with a new connection before IMAP starts.
+#[derive(Clone)]
+enum Handshake {
+    /// Nothing: cleartext (STARTTLS may follow).
+    None,
+    /// A rustls handshake (implicit TLS).
+    Tls(tokio_rustls::TlsAcceptor),
+    /// An OpenSSL PSK-TLS handshake.
+    Psk(Arc<PskAcceptor>),
+}
+
+impl Handshake {
+    /// Runs the handshake; `Err` carries what to log.
+    async fn run(self, tcp: TcpStream) -> Result<Conn, String> {
+        match self {
+            Handshake::None => Ok(Conn::Plain(tcp)),
+            Handshake::Tls(acceptor) => acceptor
+                .accept(tcp)
+                .await
+                .map(|stream| Conn::Tls(Box::new(stream)))
+                .map_err(|e| format!("TLS handshake failed: {e}")),
+            Handshake::Psk(acceptor) => acceptor
+                .accept(tcp)
+                .await
+                .map(|stream| Conn::Psk(Box::new(stream)))
+                .map_err(|e| format!("PSK-TLS handshake failed: {e}")),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     kind: ListenerKind,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Handshake,
     ctx: Arc<ImapCtx>,
     limits: Arc<ConnLimits>,
     alive: Arc<()>,
@@ -263,23 +328,22 @@ async fn accept_loop(
             let _slot = slot;
             let _alive = alive;
             tracing::info!(%peer, listener = kind.as_str(), "connection opened");
-            let conn = match tls {
-                None => Conn::Plain(tcp),
-                Some(acceptor) => {
-                    let handshake = Duration::from_secs(ctx.limits.login_timeout_secs);
-                    match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => Conn::Tls(Box::new(stream)),
-                        Ok(Err(e)) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
+            let handshake = Duration::from_secs(ctx.limits.login_timeout_secs);
+            let conn = match tokio::time::timeout(handshake, tls.run(tcp)).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(why)) => {
+                    // Server-side only: the client is told nothing about why.
+                    tracing::info!(%peer, listener = kind.as_str(), error = %why, "handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, listener = kind.as_str(), "handshake timed out");
+                    return;
                 }
             };
+            if let Some(psk) = conn.psk_peer() {
+                tracing::info!(%peer, identity = %psk.identity, "PSK-TLS session established");
+            }
             imap::serve_connection(ctx, conn, info).await;
             tracing::info!(%peer, listener = kind.as_str(), "connection closed");
         });

@@ -16,7 +16,8 @@
 //! # Layout
 //! - this file: [`cpmstore_bin`] and [`CliEnv`], running CLI commands in a temp dir;
 //! - `server`: start `cpmstore serve` on ephemeral ports;
-//! - `imap_client`: a small blocking IMAP client over plain TCP or TLS.
+//! - `imap_client`: a small blocking IMAP client over plain TCP or TLS;
+//! - `auth_client`: TLS and PSK-TLS from a chosen source address, and a SCRAM client.
 
 // Test support: a panic with a message is how a test reports a failed step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod auth_client;
 pub mod imap_client;
 pub mod server;
 

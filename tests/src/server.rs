@@ -17,6 +17,8 @@ pub struct Server {
     pub config: PathBuf,
     pub imap: SocketAddr,
     pub imaps: SocketAddr,
+    /// The PSK-TLS listener, when [`ServerOptions::psk`] turned it on.
+    pub psk: Option<SocketAddr>,
     /// Every line the server logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
@@ -33,6 +35,8 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Use this data directory's config instead of making a new one (second node).
     pub reuse_dir: Option<PathBuf>,
+    /// Turn the PSK-TLS listener on (an ephemeral port, in [`Server::psk`]).
+    pub psk: bool,
 }
 
 impl Server {
@@ -49,18 +53,24 @@ impl Server {
             None => String::new(),
         };
         let config = dir.path().join("cpmstore.toml");
+        let psk = if options.psk { "\"127.0.0.1:0\"" } else { "[]" };
         let text = format!(
             "data_dir = \"{}\"\n{storage}\n[imap]\nlisten = \"127.0.0.1:0\"\n[imaps]\nlisten = \"127.0.0.1:0\"\n\
-             [psk]\nlisten = []\n[http]\nlisten = []\n[sip]\nlisten = []\n\
+             [psk]\nlisten = {psk}\n[http]\nlisten = []\n[sip]\nlisten = []\n\
              [auth]\nargon2_m_kib = 1024\nargon2_t = 1\n[log]\nformat = \"json\"\nlevel = \"info\"\n{}\n",
             data.display(),
             options.extra_config
         );
         std::fs::write(&config, text).expect("write config");
-        Server::spawn(dir, config, options.env)
+        Server::spawn(dir, config, options.env, options.psk)
     }
 
-    fn spawn(dir: tempfile::TempDir, config: PathBuf, env: Vec<(String, String)>) -> Server {
+    fn spawn(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: Vec<(String, String)>,
+        want_psk: bool,
+    ) -> Server {
         let mut cmd = Command::new(cpmstore_bin());
         cmd.arg("--config")
             .arg(&config)
@@ -85,7 +95,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut imap, mut imaps) = (None, None);
+        let (mut imap, mut imaps, mut psk) = (None, None, None);
         loop {
             for line in log.lock().expect("log").iter() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -98,11 +108,12 @@ impl Server {
                     match fields["listener"].as_str() {
                         Some("imap") => imap = addr,
                         Some("imaps") => imaps = addr,
+                        Some("psk") => psk = addr,
                         _ => {}
                     }
                 }
             }
-            if let (Some(imap), Some(imaps)) = (imap, imaps) {
+            if let (Some(imap), Some(imaps), true) = (imap, imaps, psk.is_some() || !want_psk) {
                 let ready = log
                     .lock()
                     .expect("log")
@@ -115,6 +126,7 @@ impl Server {
                         config,
                         imap,
                         imaps,
+                        psk,
                         log,
                         env,
                     };

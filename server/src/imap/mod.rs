@@ -16,6 +16,7 @@ use cpmstore_storage::Store;
 use tokio::sync::watch;
 
 use crate::auth::login::Authenticator;
+use crate::auth::psk_cache::PskCache;
 use crate::config::LimitsConfig;
 use crate::net::{Conn, ConnInfo};
 use codec::{FrameLimits, Framed};
@@ -50,6 +51,11 @@ pub struct ImapCtx {
     pub auth: Arc<Authenticator>,
     /// For STARTTLS; `None` when no TLS is configured (then STARTTLS is refused).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// RFC 5929 `tls-server-end-point` data of our certificate, for SCRAM-SHA-256-PLUS
+    /// on TLS connections.
+    pub tls_end_point: Option<Vec<u8>>,
+    /// The PSK table, when the PSK-TLS listener runs (EXTERNAL checks it again).
+    pub psk: Option<Arc<PskCache>>,
     pub limits: SessionLimits,
     pub max_failures_per_connection: u32,
     /// Flips to true when the server shuts down.

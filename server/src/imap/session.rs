@@ -120,18 +120,66 @@ impl Session {
         Ok(())
     }
 
+    /// The channel binding types this connection offers for SCRAM-SHA-256-PLUS:
+    /// `tls-exporter` on TLS 1.3 (rustls or PSK-TLS), `tls-server-end-point` on
+    /// certificate TLS. Empty: -PLUS is not advertised.
+    pub fn channel_binding_types(&self) -> Vec<&'static str> {
+        use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
+        let conn = self.io.conn();
+        let mut types = Vec::new();
+        if conn.is_tls13() {
+            types.push(TLS_EXPORTER);
+        }
+        if matches!(conn, crate::net::Conn::Tls(_)) && self.ctx.tls_end_point.is_some() {
+            types.push(TLS_SERVER_END_POINT);
+        }
+        types
+    }
+
+    /// The data of a channel binding type offered by [`Session::channel_binding_types`].
+    pub fn channel_binding_data(&self, name: &str) -> Option<Vec<u8>> {
+        use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
+        match name {
+            TLS_EXPORTER => self.io.conn().tls_exporter(),
+            TLS_SERVER_END_POINT if matches!(self.io.conn(), crate::net::Conn::Tls(_)) => {
+                self.ctx.tls_end_point.clone()
+            }
+            _ => None,
+        }
+    }
+
+    /// The SASL mechanisms usable now: none before TLS (plaintext and SCRAM alike wait
+    /// for STARTTLS); PLAIN and SCRAM-SHA-256 on TLS and PSK-TLS; -PLUS where a channel
+    /// binding exists; EXTERNAL on PSK-TLS.
+    pub fn mechanisms(&self) -> Vec<&'static str> {
+        if !self.is_secure() {
+            return Vec::new();
+        }
+        let mut mechanisms = vec!["PLAIN", "SCRAM-SHA-256"];
+        if !self.channel_binding_types().is_empty() {
+            mechanisms.push("SCRAM-SHA-256-PLUS");
+        }
+        if self.io.conn().psk_peer().is_some() {
+            mechanisms.push("EXTERNAL");
+        }
+        mechanisms
+    }
+
     /// The CAPABILITY list for the current state.
     pub fn capabilities(&self) -> String {
         let mut caps = vec!["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"];
         let authenticated = self.user().is_some();
         if !authenticated {
-            if self.is_secure() {
-                caps.push("AUTH=PLAIN");
-            } else {
+            if !self.is_secure() {
                 caps.push("STARTTLS");
                 caps.push("LOGINDISABLED");
             }
-            return caps.join(" ");
+            let mut s = caps.join(" ");
+            for mechanism in self.mechanisms() {
+                s.push_str(" AUTH=");
+                s.push_str(mechanism);
+            }
+            return s;
         }
         caps.extend([
             "NAMESPACE",

@@ -3,6 +3,7 @@
 //! Every IMAP session reads and writes one [`Conn`], whatever the transport: a plain
 //! TCP stream (which STARTTLS upgrades in place), rustls TLS, or OpenSSL PSK-TLS.
 
+pub mod psk;
 pub mod tls;
 
 use std::io;
@@ -38,6 +39,8 @@ impl ListenerKind {
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// OpenSSL PSK-TLS, with whom the handshake authenticated.
+    Psk(Box<psk::PskStream>),
     /// Placeholder while a STARTTLS upgrade owns the stream; never read or written.
     Upgrading,
 }
@@ -60,9 +63,29 @@ impl Conn {
         Ok(())
     }
 
+    /// The PSK identity and account of a PSK-TLS connection.
+    pub fn psk_peer(&self) -> Option<&crate::auth::psk_cache::PskPeer> {
+        match self {
+            Conn::Psk(s) => s.peer.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the channel is TLS 1.3 (rustls or OpenSSL).
+    pub fn is_tls13(&self) -> bool {
+        match self {
+            Conn::Tls(tls) => {
+                tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            }
+            Conn::Psk(s) => s.version() == Some(openssl::ssl::SslVersion::TLS1_3),
+            _ => false,
+        }
+    }
+
     /// RFC 9266 `tls-exporter` channel binding, when the channel is TLS 1.3.
     pub fn tls_exporter(&self) -> Option<Vec<u8>> {
         match self {
+            Conn::Psk(s) => s.tls_exporter(),
             Conn::Tls(tls) => {
                 let (_, conn) = tls.get_ref();
                 if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
@@ -91,6 +114,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Psk(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -105,6 +129,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Psk(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -113,6 +138,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Psk(s) => Pin::new(&mut s.stream).poll_flush(cx),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
@@ -121,6 +147,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Psk(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }

@@ -37,9 +37,18 @@ pub enum CertSource<'a> {
     },
 }
 
-/// Builds the rustls configuration (TLS 1.2 and 1.3 only) and says whether a
-/// self-signed certificate was generated just now.
-pub fn server_config(source: CertSource<'_>) -> Result<(Arc<ServerConfig>, bool), TlsError> {
+/// The server's TLS setup.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// Whether a self-signed certificate was generated just now.
+    pub generated: bool,
+    /// RFC 5929 `tls-server-end-point` channel binding data of the certificate, when
+    /// its signature algorithm defines one.
+    pub end_point: Option<Vec<u8>>,
+}
+
+/// Builds the rustls configuration (TLS 1.2 and 1.3 only).
+pub fn server_config(source: CertSource<'_>) -> Result<ServerTls, TlsError> {
     let (cert_path, key_path, generated) = match source {
         CertSource::Files { cert, key } => (cert.to_path_buf(), key.to_path_buf(), false),
         CertSource::SelfSigned { dir } => {
@@ -55,6 +64,9 @@ pub fn server_config(source: CertSource<'_>) -> Result<(Arc<ServerConfig>, bool)
         }
     };
     let certs = load_certs(&cert_path)?;
+    let end_point = certs
+        .first()
+        .and_then(|leaf| server_end_point(leaf.as_ref()));
     let key = load_key(&key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -62,7 +74,31 @@ pub fn server_config(source: CertSource<'_>) -> Result<(Arc<ServerConfig>, bool)
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"imap".to_vec()];
-    Ok((Arc::new(config), generated))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        generated,
+        end_point,
+    })
+}
+
+/// RFC 5929 section 4.1: the hash of the DER certificate, with the hash function of
+/// its signature algorithm (SHA-256 instead of MD5 or SHA-1). `None` when the
+/// algorithm has no single hash function (Ed25519) or the certificate does not parse.
+pub fn server_end_point(der: &[u8]) -> Option<Vec<u8>> {
+    use openssl::hash::{MessageDigest, hash};
+    use openssl::nid::Nid;
+    let cert = openssl::x509::X509::from_der(der).ok()?;
+    let algorithms = cert
+        .signature_algorithm()
+        .object()
+        .nid()
+        .signature_algorithms()?;
+    let digest = match algorithms.digest {
+        Nid::MD5 | Nid::SHA1 => MessageDigest::sha256(),
+        Nid::UNDEF => return None,
+        other => MessageDigest::from_nid(other)?,
+    };
+    hash(digest, der).ok().map(|d| d.to_vec())
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -143,11 +179,13 @@ mod tests {
     fn self_signed_is_generated_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let tls = dir.path().join("tls");
-        let (_, generated) = server_config(CertSource::SelfSigned { dir: &tls }).unwrap();
-        assert!(generated);
+        let setup = server_config(CertSource::SelfSigned { dir: &tls }).unwrap();
+        assert!(setup.generated);
+        // rcgen signs with ECDSA P-256 / SHA-256: a 32-byte end-point hash.
+        assert_eq!(setup.end_point.map(|e| e.len()), Some(32));
         let first = std::fs::read(tls.join("cert.pem")).unwrap();
-        let (_, generated) = server_config(CertSource::SelfSigned { dir: &tls }).unwrap();
-        assert!(!generated);
+        let setup = server_config(CertSource::SelfSigned { dir: &tls }).unwrap();
+        assert!(!setup.generated);
         assert_eq!(first, std::fs::read(tls.join("cert.pem")).unwrap());
     }
 

@@ -1,18 +1,26 @@
-//! STARTTLS, LOGIN and AUTHENTICATE.
+//! STARTTLS, LOGIN and AUTHENTICATE (PLAIN, SCRAM-SHA-256, SCRAM-SHA-256-PLUS,
+//! EXTERNAL), with SASL-IR (RFC 4959) and `*` cancellation.
 //!
-//! Passwords cross the wire only on a protected channel: before STARTTLS, LOGIN and
-//! AUTHENTICATE PLAIN get `NO [PRIVACYREQUIRED]`. Every failure is the same
-//! `NO [AUTHENTICATIONFAILED]`, whether the account is unknown, disabled, or the
-//! password wrong; three failures on one connection end it.
+//! Nothing authenticates before TLS: there LOGIN and every AUTHENTICATE get
+//! `NO [PRIVACYREQUIRED]`, and the capability list shows `LOGINDISABLED` and no AUTH=.
+//! On TLS and PSK-TLS, LOGIN and PLAIN are fine (the channel is protected); -PLUS is
+//! offered where a channel binding exists, EXTERNAL on PSK-TLS only. Every failure is
+//! the same `NO [AUTHENTICATIONFAILED]`, whether the account is unknown, disabled,
+//! locked out, or the secret wrong; three failures on one connection end it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use cpmstore_storage::Account;
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::secret::Secret as WireSecret;
 
+use crate::auth::scram::{self, ClientFirst, Variant};
 use crate::auth::secret::{Secret, SecretBytes};
+use crate::auth::stats::Mechanism;
 use crate::imap::codec::AuthLine;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::session::{Next, Session, State};
@@ -30,20 +38,28 @@ pub fn starttls(s: &mut Session) -> CmdResult {
     Ok(Done::text("Begin TLS negotiation now."))
 }
 
+fn privacy_required() -> CmdError {
+    CmdError::no_code(
+        "PRIVACYREQUIRED",
+        "Authentication disallowed without TLS; use STARTTLS.",
+    )
+}
+
+fn cancelled() -> CmdError {
+    CmdError::bad("Authentication cancelled.")
+}
+
 pub async fn login(
     s: &mut Session,
     username: AString<'static>,
     password: WireSecret<AString<'static>>,
 ) -> CmdResult {
     if !s.is_secure() {
-        return Err(CmdError::no_code(
-            "PRIVACYREQUIRED",
-            "Plaintext authentication disallowed without TLS; use STARTTLS.",
-        ));
+        return Err(privacy_required());
     }
     let username = String::from_utf8_lossy(username.as_ref()).into_owned();
     let password = password_secret(password.declassify().as_ref().to_vec());
-    password_login(s, "login", &username, &password).await
+    password_login(s, Mechanism::Login, &username, &password).await
 }
 
 pub async fn authenticate(
@@ -51,36 +67,163 @@ pub async fn authenticate(
     mechanism: AuthMechanism<'static>,
     initial_response: Option<WireSecret<Cow<'static, [u8]>>>,
 ) -> CmdResult {
+    if !s.is_secure() {
+        return Err(privacy_required());
+    }
+    let initial = initial_response.map(|ir| SecretBytes::new(ir.declassify().to_vec()));
+    let external_usable =
+        mechanism.as_ref().eq_ignore_ascii_case("EXTERNAL") && s.io.conn().psk_peer().is_some();
     match mechanism {
-        AuthMechanism::Plain => {
-            if !s.is_secure() {
-                return Err(CmdError::no_code(
-                    "PRIVACYREQUIRED",
-                    "Plaintext authentication disallowed without TLS; use STARTTLS.",
-                ));
-            }
-            let message = match initial_response {
-                Some(ir) => SecretBytes::new(ir.declassify().to_vec()),
-                None => match read_response(s, b"+ \r\n").await? {
-                    Some(data) => data,
-                    None => return Err(CmdError::bad("Authentication cancelled.")),
-                },
-            };
-            let Some((authz, authc, password)) = split_plain(message.expose()) else {
-                return fail(s, "plain").await;
-            };
-            if !authz.is_empty() && authz != authc {
-                // We do not let one account act as another.
-                return fail(s, "plain").await;
-            }
-            let password = password_secret(password.to_vec());
-            let authc = String::from_utf8_lossy(authc).into_owned();
-            password_login(s, "plain", &authc, &password).await
+        AuthMechanism::Plain => plain(s, initial).await,
+        AuthMechanism::ScramSha256 => scram(s, Variant::Sha256, initial).await,
+        AuthMechanism::ScramSha256Plus if !s.channel_binding_types().is_empty() => {
+            scram(s, Variant::Sha256Plus, initial).await
         }
+        AuthMechanism::Other(_) if external_usable => external(s, initial).await,
         other => Err(CmdError::no(format!(
             "Unsupported authentication mechanism {}.",
             other.as_ref()
         ))),
+    }
+}
+
+/// The initial response, or the client's answer to an empty challenge. `None` when
+/// the client cancelled.
+async fn first_message(
+    s: &mut Session,
+    initial: Option<SecretBytes>,
+) -> CmdResult<Option<SecretBytes>> {
+    match initial {
+        Some(ir) => Ok(Some(ir)),
+        None => read_response(s, b"+ \r\n").await,
+    }
+}
+
+async fn plain(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
+    let Some(message) = first_message(s, initial).await? else {
+        return Err(cancelled());
+    };
+    let peer = s.info.peer.ip();
+    let Some((authz, authc, password)) = split_plain(message.expose()) else {
+        s.ctx
+            .auth
+            .refused(None, peer, Mechanism::Plain, &"malformed PLAIN message")
+            .await;
+        return fail(s);
+    };
+    let authc_text = String::from_utf8_lossy(authc).into_owned();
+    if !authz.is_empty() && authz != authc {
+        // We do not let one account act as another.
+        s.ctx
+            .auth
+            .refused(
+                Some(&authc_text),
+                peer,
+                Mechanism::Plain,
+                &"authorisation identity names another account",
+            )
+            .await;
+        return fail(s);
+    }
+    let password = password_secret(password.to_vec());
+    password_login(s, Mechanism::Plain, &authc_text, &password).await
+}
+
+/// SCRAM-SHA-256(-PLUS): client-first (initial response or after `+ `), server-first
+/// in a continuation, client-final, then the server-final in a continuation that the
+/// client acknowledges with an empty line (IMAP4rev1 has no data on the tagged OK).
+async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) -> CmdResult {
+    let mechanism = match variant {
+        Variant::Sha256 => Mechanism::ScramSha256,
+        Variant::Sha256Plus => Mechanism::ScramSha256Plus,
+    };
+    let peer = s.info.peer.ip();
+    let Some(first) = first_message(s, initial).await? else {
+        return Err(cancelled());
+    };
+    let client = match ClientFirst::parse(first.expose()) {
+        Ok(client) => client,
+        Err(e) => {
+            s.ctx.auth.refused(None, peer, mechanism, &e).await;
+            return fail(s);
+        }
+    };
+    let offered = s.channel_binding_types();
+    let negotiated =
+        scram::negotiate_binding(&client.flag, variant, &offered).and_then(|name| match name {
+            None => Ok(Vec::new()),
+            Some(name) => s
+                .channel_binding_data(name)
+                .ok_or(scram::ScramError::UnsupportedBinding),
+        });
+    let binding_data = match negotiated {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::info!(peer = %s.info.peer, user = %client.username, reason = %e, "SCRAM channel binding refused");
+            s.ctx
+                .auth
+                .refused(Some(&client.username), peer, mechanism, &e)
+                .await;
+            return fail(s);
+        }
+    };
+    let (attempt, server_first) = match s
+        .ctx
+        .auth
+        .scram_start(&client, &binding_data, peer, mechanism)
+        .await
+    {
+        Ok(started) => started,
+        Err(_) => return fail(s),
+    };
+    let prompt = format!("+ {}\r\n", B64.encode(server_first));
+    let Some(client_final) = read_response(s, prompt.as_bytes()).await? else {
+        return Err(cancelled());
+    };
+    let (account, server_final) = match s
+        .ctx
+        .auth
+        .scram_finish(attempt, client_final.expose(), peer)
+        .await
+    {
+        Ok(done) => done,
+        Err(_) => return fail(s),
+    };
+    let prompt = format!("+ {}\r\n", B64.encode(server_final));
+    match read_response(s, prompt.as_bytes()).await? {
+        Some(ack) if ack.is_empty() => Ok(logged_in(s, account)),
+        Some(_) => Err(CmdError::bad(
+            "Expected an empty response after the server's final message.",
+        )),
+        None => Err(cancelled()),
+    }
+}
+
+/// EXTERNAL on PSK-TLS: the handshake's PSK names the subscriber; the message is the
+/// authorisation identity, empty or that same subscriber.
+async fn external(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
+    let Some(psk) = s.io.conn().psk_peer().cloned() else {
+        return Err(CmdError::no(
+            "Unsupported authentication mechanism EXTERNAL.",
+        ));
+    };
+    let Some(authzid) = first_message(s, initial).await? else {
+        return Err(cancelled());
+    };
+    let current = s
+        .ctx
+        .psk
+        .as_ref()
+        .and_then(|cache| cache.account_of(&psk.identity));
+    let peer = s.info.peer.ip();
+    match s
+        .ctx
+        .auth
+        .external(&psk, current, authzid.expose(), peer)
+        .await
+    {
+        Ok(account) => Ok(logged_in(s, account)),
+        Err(_) => fail(s),
     }
 }
 
@@ -118,7 +261,7 @@ fn split_plain(message: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 
 async fn password_login(
     s: &mut Session,
-    mechanism: &'static str,
+    mechanism: Mechanism,
     username: &str,
     password: &Secret,
 ) -> CmdResult {
@@ -129,24 +272,24 @@ async fn password_login(
         .login_password(username, password, peer, mechanism)
         .await
     {
-        Ok(account) => {
-            tracing::info!(peer = %s.info.peer, user = %account.username, mechanism, "login succeeded");
-            s.state = State::Authenticated {
-                user: Arc::new(account),
-            };
-            Ok(Done::with_code(
-                format!("CAPABILITY {}", s.capabilities()),
-                "Logged in.",
-            ))
-        }
-        Err(_) => fail(s, mechanism).await,
+        Ok(account) => Ok(logged_in(s, account)),
+        Err(_) => fail(s),
     }
 }
 
-async fn fail(s: &mut Session, mechanism: &'static str) -> CmdResult {
+/// Enters the authenticated state; the OK carries the new capabilities.
+fn logged_in(s: &mut Session, account: Account) -> Done {
+    s.state = State::Authenticated {
+        user: Arc::new(account),
+    };
+    Done::with_code(format!("CAPABILITY {}", s.capabilities()), "Logged in.")
+}
+
+/// One more failure on this connection; the third ends it.
+fn fail(s: &mut Session) -> CmdResult {
     s.auth_failures += 1;
-    tracing::info!(peer = %s.info.peer, mechanism, failures = s.auth_failures, "login failed");
     if s.auth_failures >= s.ctx.max_failures_per_connection {
+        tracing::info!(peer = %s.info.peer, failures = s.auth_failures, "closing the connection after failed logins");
         s.out
             .extend_from_slice(b"* BYE Too many failed logins.\r\n");
         s.next = Next::Close;
