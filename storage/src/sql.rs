@@ -744,19 +744,30 @@ impl SqlStore {
         mailbox: MailboxId,
     ) -> TxResult<std::ops::Range<u32>> {
         // One statement: SET expressions see the row as it was, so recent_prev gets the
-        // old mark while recent_uid moves to UIDNEXT; RETURNING sees the new row.
+        // old mark while recent_uid moves to UIDNEXT; RETURNING sees the new row. Only
+        // when there is something to claim: every session with the mailbox selected
+        // asks after each new message, and all but the first must not write.
         let row = sqlx::query(
             "UPDATE mailboxes SET recent_prev = recent_uid, recent_uid = uidnext \
-             WHERE account_id = $1 AND id = $2 RETURNING recent_prev, recent_uid",
+             WHERE account_id = $1 AND id = $2 AND recent_uid < uidnext \
+             RETURNING recent_prev, recent_uid",
         )
         .bind(account.0)
         .bind(mailbox.0)
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| not_found_mailbox(mailbox))?;
-        let start = to_u32(row.try_get(0)?, "recent uid")?;
-        let end = to_u32(row.try_get(1)?, "recent uid")?;
-        Ok(start..end.max(start))
+        .await?;
+        match row {
+            Some(row) => {
+                let start = to_u32(row.try_get(0)?, "recent uid")?;
+                let end = to_u32(row.try_get(1)?, "recent uid")?;
+                Ok(start..end.max(start))
+            }
+            // Nothing unclaimed (or no such mailbox: NotFound from the read).
+            None => {
+                let mark = self.unclaimed_recent_tx(account, mailbox).await?;
+                Ok(mark..mark)
+            }
+        }
     }
 
     async fn unclaimed_recent_tx(&self, account: AccountId, mailbox: MailboxId) -> TxResult<u32> {
