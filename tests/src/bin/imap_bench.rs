@@ -48,16 +48,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             assert!(n > 0, "server closed the connection");
             // Skip literals in responses.
             let trimmed = buf.strip_suffix(b"\r\n").unwrap_or(&buf);
-            if let Some(open) = trimmed.iter().rposition(|b| *b == b'{') {
-                if trimmed.ends_with(b"}") {
-                    let len: usize = std::str::from_utf8(&trimmed[open + 1..trimmed.len() - 1])
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    let mut lit = vec![0u8; len];
-                    self.io.read_exact(&mut lit).await.expect("literal");
-                    continue;
-                }
+            if let Some(open) = trimmed.iter().rposition(|b| *b == b'{')
+                && trimmed.ends_with(b"}")
+            {
+                let len: usize = std::str::from_utf8(&trimmed[open + 1..trimmed.len() - 1])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let mut lit = vec![0u8; len];
+                self.io.read_exact(&mut lit).await.expect("literal");
+                continue;
             }
             return String::from_utf8_lossy(&buf).into_owned();
         }
