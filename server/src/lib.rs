@@ -5,13 +5,18 @@
 //! - `admin`: provisioning operations shared by the CLI and the HTTP admin API.
 //! - `auth`: credential derivation and checks, PSK sealing, throttling.
 //! - `net`, `imap`: listeners and the protocol.
+//! - `push`: provisioning documents, the whitelist decision, delivery.
+//! - `http`, `ingress`: the HTTP listener (push ingress, health) and the start of the
+//!   push listeners.
 //!
 //! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.
 
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod http;
 pub mod imap;
+pub mod ingress;
 pub mod net;
 pub mod push;
 pub mod serve;

@@ -226,6 +226,9 @@ pub async fn run_until(
             )));
         }
     }
+    accept_loops.extend(
+        crate::ingress::start(&config, store.clone(), alive.clone(), shutdown_rx.clone()).await?,
+    );
     tracing::info!("cpmstore ready");
 
     signal.await;

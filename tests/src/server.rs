@@ -19,6 +19,8 @@ pub struct Server {
     pub imaps: SocketAddr,
     /// The PSK-TLS listener, when [`ServerOptions::psk`] turned it on.
     pub psk: Option<SocketAddr>,
+    /// The HTTP listener (push ingress, health), found in the log.
+    pub http: Option<SocketAddr>,
     /// Every line the server logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
@@ -56,7 +58,7 @@ impl Server {
         let psk = if options.psk { "\"127.0.0.1:0\"" } else { "[]" };
         let text = format!(
             "data_dir = \"{}\"\n{storage}\n[imap]\nlisten = \"127.0.0.1:0\"\n[imaps]\nlisten = \"127.0.0.1:0\"\n\
-             [psk]\nlisten = {psk}\n[http]\nlisten = []\n[sip]\nlisten = []\n\
+             [psk]\nlisten = {psk}\n[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = []\n\
              [auth]\nargon2_m_kib = 1024\nargon2_t = 1\n[log]\nformat = \"json\"\nlevel = \"info\"\n{}\n",
             data.display(),
             options.extra_config
@@ -95,7 +97,7 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut imap, mut imaps, mut psk) = (None, None, None);
+        let (mut imap, mut imaps, mut psk, mut http) = (None, None, None, None);
         loop {
             for line in log.lock().expect("log").iter() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -109,6 +111,7 @@ impl Server {
                         Some("imap") => imap = addr,
                         Some("imaps") => imaps = addr,
                         Some("psk") => psk = addr,
+                        Some("http") => http = addr,
                         _ => {}
                     }
                 }
@@ -127,6 +130,7 @@ impl Server {
                         imap,
                         imaps,
                         psk,
+                        http,
                         log,
                         env,
                     };
