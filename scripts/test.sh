@@ -16,4 +16,20 @@ fi
 
 # The black-box tests run the real `cpmstore` binary, so build it first.
 cargo build --workspace --bins
-cargo test --workspace "$@"
+
+# Run everything, then close with one line that sums all the test binaries' results
+# (cargo's own last line is the doc-test run's, which says little).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ {
+       for (i = 1; i <= NF; i++) {
+         if ($(i) ~ /^passed;?$/) p += $(i - 1)
+         if ($(i) ~ /^failed;?$/) f += $(i - 1)
+       }
+     }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
