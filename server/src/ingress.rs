@@ -1,5 +1,6 @@
-//! The push listeners: HTTP (`http.listen`: push ingress and health) and, with them,
-//! what they share. `serve` starts them all with one call to [`start`].
+//! The push listeners: HTTP (`http.listen`: push ingress and health) and SIP
+//! (`sip.listen`, UDP and TCP), over one [`PushService`]. `serve` starts them all with
+//! one call to [`start`].
 
 use std::sync::Arc;
 
@@ -45,5 +46,15 @@ pub async fn start(
             shutdown.clone(),
         )));
     }
+    tasks.extend(
+        crate::sip::spawn(
+            service,
+            &config.sip.listen,
+            config.limits.max_connections,
+            alive,
+            shutdown,
+        )
+        .await?,
+    );
     Ok(tasks)
 }

@@ -6,8 +6,8 @@
 //! - `auth`: credential derivation and checks, PSK sealing, throttling.
 //! - `net`, `imap`: listeners and the protocol.
 //! - `push`: provisioning documents, the whitelist decision, delivery.
-//! - `http`, `ingress`: the HTTP listener (push ingress, health) and the start of the
-//!   push listeners.
+//! - `http`, `sip`, `ingress`: the HTTP listener (push ingress, health), the OTA-SIP
+//!   ingress, and the start of both.
 //!
 //! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.
 
@@ -20,3 +20,4 @@ pub mod ingress;
 pub mod net;
 pub mod push;
 pub mod serve;
+pub mod sip;

@@ -21,6 +21,10 @@ pub struct Server {
     pub psk: Option<SocketAddr>,
     /// The HTTP listener (push ingress, health), found in the log.
     pub http: Option<SocketAddr>,
+    /// The SIP listeners (UDP and TCP share the port), when
+    /// [`ServerOptions::sip_trusted_peers`] turned them on.
+    pub sip_udp: Option<SocketAddr>,
+    pub sip_tcp: Option<SocketAddr>,
     /// Every line the server logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
     env: Vec<(String, String)>,
@@ -39,6 +43,9 @@ pub struct ServerOptions {
     pub reuse_dir: Option<PathBuf>,
     /// Turn the PSK-TLS listener on (an ephemeral port, in [`Server::psk`]).
     pub psk: bool,
+    /// Turn the SIP listeners on (an ephemeral port), believing P-Asserted-Identity
+    /// from these peers (`sip.trusted_peers`).
+    pub sip_trusted_peers: Option<Vec<String>>,
 }
 
 impl Server {
@@ -56,15 +63,32 @@ impl Server {
         };
         let config = dir.path().join("cpmstore.toml");
         let psk = if options.psk { "\"127.0.0.1:0\"" } else { "[]" };
+        let sip = match &options.sip_trusted_peers {
+            Some(peers) => format!(
+                "listen = \"127.0.0.1:0\"\ntrusted_peers = [{}]",
+                peers
+                    .iter()
+                    .map(|p| format!("\"{p}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => "listen = []".to_owned(),
+        };
         let text = format!(
             "data_dir = \"{}\"\n{storage}\n[imap]\nlisten = \"127.0.0.1:0\"\n[imaps]\nlisten = \"127.0.0.1:0\"\n\
-             [psk]\nlisten = {psk}\n[http]\nlisten = \"127.0.0.1:0\"\n[sip]\nlisten = []\n\
+             [psk]\nlisten = {psk}\n[http]\nlisten = \"127.0.0.1:0\"\n[sip]\n{sip}\n\
              [auth]\nargon2_m_kib = 1024\nargon2_t = 1\n[log]\nformat = \"json\"\nlevel = \"info\"\n{}\n",
             data.display(),
             options.extra_config
         );
         std::fs::write(&config, text).expect("write config");
-        Server::spawn(dir, config, options.env, options.psk)
+        Server::spawn(
+            dir,
+            config,
+            options.env,
+            options.psk,
+            options.sip_trusted_peers.is_some(),
+        )
     }
 
     fn spawn(
@@ -72,6 +96,7 @@ impl Server {
         config: PathBuf,
         env: Vec<(String, String)>,
         want_psk: bool,
+        want_sip: bool,
     ) -> Server {
         let mut cmd = Command::new(cpmstore_bin());
         cmd.arg("--config")
@@ -98,6 +123,7 @@ impl Server {
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         let (mut imap, mut imaps, mut psk, mut http) = (None, None, None, None);
+        let (mut sip_udp, mut sip_tcp) = (None, None);
         loop {
             for line in log.lock().expect("log").iter() {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -112,11 +138,17 @@ impl Server {
                         Some("imaps") => imaps = addr,
                         Some("psk") => psk = addr,
                         Some("http") => http = addr,
+                        Some("sip-udp") => sip_udp = addr,
+                        Some("sip-tcp") => sip_tcp = addr,
                         _ => {}
                     }
                 }
             }
-            if let (Some(imap), Some(imaps), true) = (imap, imaps, psk.is_some() || !want_psk) {
+            if let (Some(imap), Some(imaps), true) = (
+                imap,
+                imaps,
+                (psk.is_some() || !want_psk) && (sip_tcp.is_some() || !want_sip),
+            ) {
                 let ready = log
                     .lock()
                     .expect("log")
@@ -131,6 +163,8 @@ impl Server {
                         imaps,
                         psk,
                         http,
+                        sip_udp,
+                        sip_tcp,
                         log,
                         env,
                     };

@@ -120,7 +120,13 @@ pub fn compose(push: &Push<'_>, now: DateTime<Utc>, message_id: &str) -> Vec<u8>
     header("Date", &now.to_rfc2822());
     header("Message-ID", &format!("<{message_id}>"));
     header("Subject", "Push notification");
-    header("X-Push-Origin-Type", push.origin.kind());
+    // Only OTA-SIP has pushes without a verified origin (an untrusted peer's, accepted
+    // for a subscriber with no whitelist): their type is still sip.
+    let kind = match push.origin {
+        Origin::Unverified => "sip",
+        origin => origin.kind(),
+    };
+    header("X-Push-Origin-Type", kind);
     header("X-Push-Origin", &push.origin.to_string());
     if let Some(id) = push.application_id.map(str::trim).filter(|i| !i.is_empty()) {
         header("X-Wap-Application-Id", id);
