@@ -593,7 +593,10 @@ mod tests {
             .iter()
             .filter(|t| matches!(t.gate(), Gate::Open(_)))
             .count();
-        assert_eq!(open, 5, "only 2 x max_failures may be failed or in flight at once");
+        assert_eq!(
+            open, 5,
+            "only 2 x max_failures may be failed or in flight at once"
+        );
     }
 
     #[tokio::test(start_paused = true)]
