@@ -179,6 +179,7 @@ pub async fn run_until(
         psk: psk.as_ref().map(|(cache, _)| cache.clone()),
         limits: SessionLimits::from(&config.limits),
         max_failures_per_connection: config.auth.max_failures_per_connection,
+        account_slots: crate::imap::AccountSlots::new(config.limits.max_connections_per_account),
         shutdown: shutdown_rx.clone(),
     });
     let limits = Arc::new(ConnLimits {

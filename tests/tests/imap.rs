@@ -520,3 +520,30 @@ fn namespace_id_enable_capabilities_after_login() {
             .is_ok()
     );
 }
+
+#[test]
+fn sessions_per_account_are_capped() {
+    let server = Server::start_with(cpmstore_tests::server::ServerOptions {
+        extra_config: "[limits]\nmax_connections_per_account = 2\n".into(),
+        ..Default::default()
+    });
+    server.add_user("alice", "correct horse");
+    server.add_user("bob", "bob pw");
+    let first = Client::login(server.imaps, "alice", "correct horse");
+    let _second = Client::login(server.imaps, "alice", "correct horse");
+    let mut third = Client::tls(server.imaps);
+    let r = third.command("LOGIN alice \"correct horse\"");
+    assert!(r.status.starts_with("NO [LIMIT]"), "{r:?}");
+    // Other accounts are not affected, and a place comes free when a session ends.
+    Client::login(server.imaps, "bob", "bob pw");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Client::tls(server.imaps);
+        if c.command("LOGIN alice \"correct horse\"").is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was not given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

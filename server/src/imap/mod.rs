@@ -58,6 +58,8 @@ pub struct ImapCtx {
     pub psk: Option<Arc<PskCache>>,
     pub limits: SessionLimits,
     pub max_failures_per_connection: u32,
+    /// Authenticated sessions per account (`limits.max_connections_per_account`).
+    pub account_slots: Arc<AccountSlots>,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -70,4 +72,73 @@ pub async fn serve_connection(ctx: Arc<ImapCtx>, conn: Conn, info: ConnInfo) {
     };
     let session = session::Session::new(ctx, Framed::new(conn, limits), info);
     session::run(session).await;
+}
+
+/// Counts authenticated sessions per account, up to a maximum.
+pub struct AccountSlots {
+    max: usize,
+    sessions: std::sync::Mutex<std::collections::HashMap<cpmstore_storage::AccountId, usize>>,
+}
+
+/// One authenticated session's place; given back when dropped.
+pub struct AccountSlot {
+    slots: Arc<AccountSlots>,
+    account: cpmstore_storage::AccountId,
+}
+
+impl AccountSlots {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(AccountSlots {
+            max,
+            sessions: Default::default(),
+        })
+    }
+
+    /// A place for one more session of `account`, or `None` when it has `max` already.
+    pub fn claim(self: &Arc<Self>, account: cpmstore_storage::AccountId) -> Option<AccountSlot> {
+        let mut sessions = self.sessions.lock().ok()?;
+        let n = sessions.entry(account).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AccountSlot {
+            slots: self.clone(),
+            account,
+        })
+    }
+}
+
+impl Drop for AccountSlot {
+    fn drop(&mut self) {
+        if let Ok(mut sessions) = self.slots.sessions.lock()
+            && let Some(n) = sessions.get_mut(&self.account)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                sessions.remove(&self.account);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpmstore_storage::AccountId;
+
+    #[test]
+    fn account_slots_are_bounded_and_given_back() {
+        let slots = AccountSlots::new(2);
+        let a = slots.claim(AccountId(1));
+        let b = slots.claim(AccountId(1));
+        assert!(a.is_some() && b.is_some());
+        assert!(slots.claim(AccountId(1)).is_none());
+        assert!(
+            slots.claim(AccountId(2)).is_some(),
+            "other accounts are not affected"
+        );
+        drop(a);
+        assert!(slots.claim(AccountId(1)).is_some());
+    }
 }

@@ -53,6 +53,8 @@ pub struct Session {
     pub dirty: bool,
     /// Failed login attempts on this connection.
     pub auth_failures: u32,
+    /// This session's place among its account's sessions, once authenticated.
+    pub account_slot: Option<super::AccountSlot>,
     /// Next handler result asked by a command (STARTTLS, LOGOUT).
     pub next: Next,
 }
@@ -72,6 +74,7 @@ impl Session {
             changes,
             dirty: false,
             auth_failures: 0,
+            account_slot: None,
             next: Next::Continue,
         }
     }

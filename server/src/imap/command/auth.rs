@@ -191,7 +191,7 @@ async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) 
     };
     let prompt = format!("+ {}\r\n", B64.encode(server_final));
     match read_response(s, prompt.as_bytes()).await? {
-        Some(ack) if ack.is_empty() => Ok(logged_in(s, account)),
+        Some(ack) if ack.is_empty() => logged_in(s, account),
         Some(_) => Err(CmdError::bad(
             "Expected an empty response after the server's final message.",
         )),
@@ -222,7 +222,7 @@ async fn external(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
         .external(&psk, current, authzid.expose(), peer)
         .await
     {
-        Ok(account) => Ok(logged_in(s, account)),
+        Ok(account) => logged_in(s, account),
         Err(_) => fail(s),
     }
 }
@@ -272,17 +272,29 @@ async fn password_login(
         .login_password(username, password, peer, mechanism)
         .await
     {
-        Ok(account) => Ok(logged_in(s, account)),
+        Ok(account) => logged_in(s, account),
         Err(_) => fail(s),
     }
 }
 
-/// Enters the authenticated state; the OK carries the new capabilities.
-fn logged_in(s: &mut Session, account: Account) -> Done {
+/// Enters the authenticated state; the OK carries the new capabilities. An account
+/// with `limits.max_connections_per_account` sessions already gets `NO [LIMIT]`.
+fn logged_in(s: &mut Session, account: Account) -> CmdResult {
+    let Some(slot) = s.ctx.account_slots.claim(account.id) else {
+        tracing::info!(peer = %s.info.peer, user = %account.username, "login refused: too many sessions for the account");
+        return Err(CmdError::no_code(
+            "LIMIT",
+            "Too many connections for this account.",
+        ));
+    };
+    s.account_slot = Some(slot);
     s.state = State::Authenticated {
         user: Arc::new(account),
     };
-    Done::with_code(format!("CAPABILITY {}", s.capabilities()), "Logged in.")
+    Ok(Done::with_code(
+        format!("CAPABILITY {}", s.capabilities()),
+        "Logged in.",
+    ))
 }
 
 /// One more failure on this connection; the third ends it.
