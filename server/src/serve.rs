@@ -294,31 +294,16 @@ async fn accept_loop(
     alive: Arc<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(10);
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: wait and retry.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let Some((tcp, peer)) = crate::net::accept(&listener, kind.as_str(), &mut shutdown).await
+        else {
+            return;
         };
         let Some(slot) = limits.admit(peer.ip()) else {
             tracing::info!(%peer, listener = kind.as_str(), "connection refused: limit reached");
             tokio::spawn(refuse(tcp));
             continue;
         };
-        let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(peer);
         let info = ConnInfo {
             peer,

@@ -13,7 +13,7 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 
 /// Trusts any certificate (tests only).
 #[derive(Debug)]
-struct AnyCert;
+pub struct AnyCert;
 
 impl ServerCertVerifier for AnyCert {
     fn verify_server_cert(

@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// Which listener a connection came in on (for metrics, logs and capabilities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,4 +160,32 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub listener: ListenerKind,
+}
+
+/// Accepts the next connection on `listener` (TCP_NODELAY set), retrying with a growing
+/// pause when accepting fails (out of file descriptors and the like); `None` once
+/// `shutdown` changes. Every listener's accept loop goes through here.
+pub async fn accept(
+    listener: &TcpListener,
+    name: &'static str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    let mut backoff = std::time::Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return None,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return Some((tcp, peer));
+            }
+            Err(e) => {
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }

@@ -439,29 +439,15 @@ async fn serve_tcp(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-    let mut backoff = Duration::from_millis(10);
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(x) => {
-                backoff = Duration::from_millis(10);
-                x
-            }
-            Err(e) => {
-                tracing::warn!(listener = "sip-tcp", error = %e, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let Some((tcp, peer)) = crate::net::accept(&listener, "sip-tcp", &mut shutdown).await
+        else {
+            return;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::info!(%peer, listener = "sip-tcp", "connection refused: limit reached");
             continue;
         };
-        let _ = tcp.set_nodelay(true);
         let ingress = ingress.clone();
         let alive = alive.clone();
         let shutdown = shutdown.clone();
