@@ -9,8 +9,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::secret::Secret;
 use crate::config::Config;
-use crate::http;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::push::ingress::PushService;
 use crate::serve::ServeError;
 
@@ -20,12 +22,32 @@ use crate::serve::ServeError;
 pub async fn start(
     config: &Config,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     alive: Arc<()>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
-    let service = Arc::new(PushService::new(store, Arc::new(config.clone())));
+    let shared_config = Arc::new(config.clone());
+    let service = Arc::new(PushService::new(
+        store.clone(),
+        shared_config.clone(),
+        metrics.clone(),
+    ));
+    let admin_token = match &config.http.admin_token_file {
+        Some(path) => Some(Arc::new(read_admin_token(path)?)),
+        None => None,
+    };
+    if admin_token.is_none() && !config.http.listen.is_empty() {
+        tracing::info!("http.admin_token_file is not set: the admin API is off");
+    }
     let mut tasks = Vec::new();
-    let router = http::router(service.clone());
+    let router = http::router(AppState {
+        push: service.clone(),
+        store,
+        config: shared_config,
+        admin_token,
+        metrics: metrics.clone(),
+        max_body: config.limits.http_max_body_bytes,
+    });
     for addr in &config.http.listen {
         let listener = TcpListener::bind(addr)
             .await
@@ -41,6 +63,7 @@ pub async fn start(
         tasks.push(tokio::spawn(http::serve(
             listener,
             router.clone(),
+            metrics.clone(),
             config.limits.max_connections,
             alive.clone(),
             shutdown.clone(),
@@ -57,4 +80,26 @@ pub async fn start(
         .await?,
     );
     Ok(tasks)
+}
+
+/// Reads the admin API's bearer token: the file's content without surrounding
+/// whitespace. An unreadable or empty file stops the start (never silently open).
+fn read_admin_token(path: &std::path::Path) -> Result<Secret, ServeError> {
+    let mut text = std::fs::read_to_string(path).map_err(|e| {
+        ServeError::Other(format!(
+            "cannot read http.admin_token_file {}: {e}; create it (one line, the token) \
+             or unset the key to turn the admin API off",
+            path.display()
+        ))
+    })?;
+    let token = Secret::new(text.trim().to_owned());
+    zeroize::Zeroize::zeroize(&mut text);
+    if token.len() < 16 {
+        return Err(ServeError::Other(format!(
+            "http.admin_token_file {} holds fewer than 16 characters; \
+             put a long random token in it (e.g. `openssl rand -hex 32`)",
+            path.display()
+        )));
+    }
+    Ok(token)
 }

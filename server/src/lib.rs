@@ -6,8 +6,9 @@
 //! - `auth`: credential derivation and checks, PSK sealing, throttling.
 //! - `net`, `imap`: listeners and the protocol.
 //! - `push`: provisioning documents, the whitelist decision, delivery.
-//! - `http`, `sip`, `ingress`: the HTTP listener (push ingress, health), the OTA-SIP
-//!   ingress, and the start of both.
+//! - `http`, `sip`, `ingress`: the HTTP listener (push ingress, admin API, metrics,
+//!   health), the OTA-SIP ingress, and the start of both.
+//! - `metrics`: the Prometheus metrics every part counts into.
 //!
 //! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod http;
 pub mod imap;
 pub mod ingress;
+pub mod metrics;
 pub mod net;
 pub mod push;
 pub mod serve;

@@ -18,6 +18,7 @@ use crate::auth::psk_cache::PskCache;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
 use crate::config::Config;
 use crate::imap::{self, ImapCtx, SessionLimits};
+use crate::metrics::Metrics;
 use crate::net::psk::PskAcceptor;
 use crate::net::tls::{CertSource, server_config};
 use crate::net::{Conn, ConnInfo, ListenerKind};
@@ -167,10 +168,16 @@ pub async fn run_until(
         Some((cache, Arc::new(acceptor)))
     };
 
+    let metrics = Metrics::new().map_err(|e| ServeError::Other(e.to_string()))?;
     let verifier = Verifier::from_config(&config.auth);
     verifier.warm_up().await;
     let throttle = Throttle::new(ThrottleConfig::from(&config.auth));
-    let auth = Arc::new(Authenticator::new(store.clone(), verifier, throttle));
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        verifier,
+        throttle,
+        metrics.clone(),
+    ));
     let ctx = Arc::new(ImapCtx {
         store: store.clone(),
         auth,
@@ -181,6 +188,7 @@ pub async fn run_until(
         max_failures_per_connection: config.auth.max_failures_per_connection,
         account_slots: crate::imap::AccountSlots::new(config.limits.max_connections_per_account),
         shutdown: shutdown_rx.clone(),
+        metrics: metrics.clone(),
     });
     let limits = Arc::new(ConnLimits {
         total: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -228,7 +236,14 @@ pub async fn run_until(
         }
     }
     accept_loops.extend(
-        crate::ingress::start(&config, store.clone(), alive.clone(), shutdown_rx.clone()).await?,
+        crate::ingress::start(
+            &config,
+            store.clone(),
+            metrics.clone(),
+            alive.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?,
     );
     tracing::info!("cpmstore ready");
 
@@ -316,6 +331,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _slot = slot;
             let _alive = alive;
+            let _open = ctx.metrics.connection_opened(kind.as_str());
             tracing::info!(%peer, listener = kind.as_str(), "connection opened");
             let handshake = Duration::from_secs(ctx.limits.login_timeout_secs);
             let conn = match tokio::time::timeout(handshake, tls.run(tcp)).await {

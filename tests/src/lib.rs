@@ -28,6 +28,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod auth_client;
+pub mod http_client;
 pub mod imap_client;
 pub mod server;
 

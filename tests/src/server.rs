@@ -27,6 +27,8 @@ pub struct Server {
     pub sip_tcp: Option<SocketAddr>,
     /// Every line the server logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The admin API's bearer token, when [`ServerOptions::admin_token`] set one.
+    pub admin_token: Option<String>,
     env: Vec<(String, String)>,
 }
 
@@ -46,6 +48,9 @@ pub struct ServerOptions {
     /// Turn the SIP listeners on (an ephemeral port), believing P-Asserted-Identity
     /// from these peers (`sip.trusted_peers`).
     pub sip_trusted_peers: Option<Vec<String>>,
+    /// Turn the HTTP admin API on with this bearer token (written to a file in the
+    /// temp dir, named by `http.admin_token_file`).
+    pub admin_token: Option<String>,
 }
 
 impl Server {
@@ -74,21 +79,31 @@ impl Server {
             ),
             None => "listen = []".to_owned(),
         };
+        let admin = match &options.admin_token {
+            Some(token) => {
+                let path = dir.path().join("admin.token");
+                std::fs::write(&path, format!("{token}\n")).expect("write the admin token");
+                format!("admin_token_file = \"{}\"\n", path.display())
+            }
+            None => String::new(),
+        };
         let text = format!(
             "data_dir = \"{}\"\n{storage}\n[imap]\nlisten = \"127.0.0.1:0\"\n[imaps]\nlisten = \"127.0.0.1:0\"\n\
-             [psk]\nlisten = {psk}\n[http]\nlisten = \"127.0.0.1:0\"\n[sip]\n{sip}\n\
+             [psk]\nlisten = {psk}\n[http]\nlisten = \"127.0.0.1:0\"\n{admin}[sip]\n{sip}\n\
              [auth]\nargon2_m_kib = 1024\nargon2_t = 1\n[log]\nformat = \"json\"\nlevel = \"info\"\n{}\n",
             data.display(),
             options.extra_config
         );
         std::fs::write(&config, text).expect("write config");
-        Server::spawn(
+        let mut server = Server::spawn(
             dir,
             config,
             options.env,
             options.psk,
             options.sip_trusted_peers.is_some(),
-        )
+        );
+        server.admin_token = options.admin_token;
+        server
     }
 
     fn spawn(
@@ -166,6 +181,7 @@ impl Server {
                         sip_udp,
                         sip_tcp,
                         log,
+                        admin_token: None,
                         env,
                     };
                 }

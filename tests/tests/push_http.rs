@@ -7,12 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use cpmstore_tests::http_client::{Answer, percent_encode, request};
 use cpmstore_tests::imap_client::Client;
 use cpmstore_tests::server::{Server, ServerOptions};
 
@@ -23,28 +21,6 @@ const SAMPLES: &str = concat!(
 const PASSWORD: &str = "correct horse battery";
 const ALICE_TEL: &str = "tel:+358401234567";
 
-/// An HTTP answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {} {}",
-                self.head,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`), answer read to EOF.
-/// `content_length` overrides the header (to announce more than is sent).
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -53,36 +29,7 @@ fn http(
     body: &[u8],
     content_length: Option<usize>,
 ) -> Answer {
-    let mut tcp = TcpStream::connect(addr).expect("connect to the HTTP listener");
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        content_length.unwrap_or(body.len())
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).unwrap();
-    // The server may answer (413) before reading the body: a failed write is fine.
-    let _ = tcp.write_all(body);
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).expect("read the answer");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head}"));
-    Answer {
-        status,
-        head,
-        body: raw[split + 4..].to_vec(),
-    }
+    request(addr, method, path, headers, body, content_length)
 }
 
 fn push(server: &Server, address: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
@@ -95,18 +42,6 @@ fn push(server: &Server, address: &str, headers: &[(&str, &str)], body: &[u8]) -
         body,
         None,
     )
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn start(extra_config: &str) -> Server {

@@ -5,7 +5,8 @@
 //! as a known one: the same storage round trips, argon2 against a dummy hash, SCRAM
 //! against a stand-in with a per-username stable salt. Every attempt passes the
 //! [`Throttle`] first and reports its outcome to it; every outcome is logged (user,
-//! peer, mechanism, outcome; never a secret) and counted in [`AuthStats`].
+//! peer, mechanism, outcome; never a secret) and counted in the
+//! process's [`Metrics`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use super::credentials::{Verifier, needs_rehash};
 use super::psk_cache::PskPeer;
 use super::scram::{self, ClientFirst, Exchange};
 use super::secret::Secret;
-use super::stats::{AuthStats, Mechanism, Outcome};
+use super::stats::{Mechanism, Outcome};
 use super::throttle::{Gate, Throttle, Ticket};
+use crate::metrics::Metrics;
 
 /// Why a login failed. Never shown to the client (which always sees
 /// `NO [AUTHENTICATIONFAILED]`); only logged and counted.
@@ -77,7 +79,7 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     verifier: Verifier,
     throttle: Arc<Throttle>,
-    stats: AuthStats,
+    metrics: Arc<Metrics>,
 }
 
 /// An account id no account has: unknown users' credentials are looked up under it, so
@@ -85,12 +87,17 @@ pub struct Authenticator {
 const NO_ACCOUNT: AccountId = AccountId(-1);
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, verifier: Verifier, throttle: Arc<Throttle>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        verifier: Verifier,
+        throttle: Arc<Throttle>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Authenticator {
             store,
             verifier,
             throttle,
-            stats: AuthStats::default(),
+            metrics,
         }
     }
 
@@ -100,11 +107,6 @@ impl Authenticator {
 
     pub fn throttle(&self) -> &Arc<Throttle> {
         &self.throttle
-    }
-
-    /// Login counters by mechanism and outcome.
-    pub fn stats(&self) -> &AuthStats {
-        &self.stats
     }
 
     /// The account and its credentials; `(None, None)` for an unknown user.
@@ -137,11 +139,16 @@ impl Authenticator {
         let mechanism_name = mechanism.as_str();
         match result {
             Ok(account) => {
-                self.stats.record(mechanism, Outcome::Success);
+                self.metrics
+                    .login(mechanism_name, Outcome::Success.as_str());
                 tracing::info!(%peer, user = %account.username, mechanism = mechanism_name, outcome = "success", "login");
             }
             Err(why) => {
-                self.stats.record(mechanism, why.outcome());
+                let outcome = why.outcome();
+                self.metrics.login(mechanism_name, outcome.as_str());
+                if outcome == Outcome::Unavailable {
+                    self.metrics.storage_error("auth");
+                }
                 tracing::info!(%peer, user = %username, mechanism = mechanism_name, outcome = why.as_str(), "login refused");
             }
         }

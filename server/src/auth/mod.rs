@@ -7,7 +7,7 @@
 //! - [`psk`]: PSK keys sealed at rest under the key-encryption key.
 //! - [`psk_cache`]: the in-memory identity -> key table the PSK-TLS handshake reads.
 //! - [`throttle`]: failed-login counting, delays and lockouts per IP and account.
-//! - [`stats`]: login counters by mechanism and outcome.
+//! - [`stats`]: login mechanism and outcome names (metrics labels).
 //! - [`login`]: the [`login::Authenticator`] that ties them together, with one answer
 //!   for every failure.
 

@@ -1,6 +1,4 @@
-//! Login counters by mechanism and outcome, for logs now and `/metrics` later.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The mechanism and outcome names of login attempts, as logs and `/metrics` label them.
 
 /// How a client authenticated (or tried to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,10 +34,6 @@ impl Mechanism {
             Mechanism::ScramSha256Plus => "scram-sha-256-plus",
             Mechanism::External => "external",
         }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -77,54 +71,5 @@ impl Outcome {
             Outcome::Locked => "locked",
             Outcome::Unavailable => "unavailable",
         }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Counts of login attempts by mechanism and outcome.
-#[derive(Debug, Default)]
-pub struct AuthStats {
-    counts: [[AtomicU64; Outcome::ALL.len()]; Mechanism::ALL.len()],
-}
-
-impl AuthStats {
-    /// Counts one attempt.
-    pub fn record(&self, mechanism: Mechanism, outcome: Outcome) {
-        self.counts[mechanism.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The count so far.
-    pub fn get(&self, mechanism: Mechanism, outcome: Outcome) -> u64 {
-        self.counts[mechanism.index()][outcome.index()].load(Ordering::Relaxed)
-    }
-
-    /// Every (mechanism, outcome, count), zeros included.
-    pub fn snapshot(&self) -> Vec<(Mechanism, Outcome, u64)> {
-        Mechanism::ALL
-            .iter()
-            .flat_map(|m| Outcome::ALL.iter().map(move |o| (*m, *o, self.get(*m, *o))))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts() {
-        let stats = AuthStats::default();
-        stats.record(Mechanism::Login, Outcome::Failed);
-        stats.record(Mechanism::Login, Outcome::Failed);
-        stats.record(Mechanism::External, Outcome::Success);
-        assert_eq!(stats.get(Mechanism::Login, Outcome::Failed), 2);
-        assert_eq!(stats.get(Mechanism::External, Outcome::Success), 1);
-        assert_eq!(stats.get(Mechanism::Plain, Outcome::Success), 0);
-        let snapshot = stats.snapshot();
-        assert_eq!(snapshot.len(), 25);
-        assert_eq!(snapshot.iter().map(|(_, _, n)| n).sum::<u64>(), 3);
     }
 }

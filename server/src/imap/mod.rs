@@ -62,6 +62,8 @@ pub struct ImapCtx {
     pub account_slots: Arc<AccountSlots>,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Connection, login and command counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Serves one accepted connection to its end.

@@ -405,6 +405,7 @@ pub async fn run(mut s: Session) {
 async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<()> {
     let tag = command.tag.inner().to_string();
     let name = command.body.name();
+    let started = std::time::Instant::now();
     let result = if !allowed(&s.state, &command.body) {
         Err(match s.state {
             State::NotAuthenticated => CmdError::bad("Command not allowed before login."),
@@ -420,6 +421,14 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         }
     };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(CmdError::Io(_)) => "io",
+        Err(CmdError::Bye(_)) => "bye",
+        Err(CmdError::Bad(_)) => "bad",
+        Err(CmdError::No { .. } | CmdError::Store(_)) => "no",
+    };
+    s.ctx.metrics.command(name, outcome, started.elapsed());
     let line = match &result {
         Ok(done) => match &done.code {
             Some(code) => format!(
@@ -435,6 +444,7 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
         }
         Err(e) => {
             if let CmdError::Store(err) = e {
+                s.ctx.metrics.storage_error("imap");
                 tracing::warn!(peer = %s.info.peer, command = name, error = %err, "storage error");
             }
             status_line(&tag, e)

@@ -4,7 +4,6 @@
 //! exactly as a push would be decided.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cpmstore_storage::{
@@ -16,6 +15,7 @@ use super::deliver::{self, DeliverError, Delivered, Push};
 use super::whitelist::{KIND_FQDN, resolve_fqdns};
 use crate::admin;
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// How long one FQDN entry may take to resolve (at load, and per push with
 /// `push.resolve_on_push`).
@@ -112,49 +112,6 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Pushes by ingress and outcome (what `/metrics` will export).
-#[derive(Debug, Default)]
-pub struct PushCounters {
-    http: [AtomicU64; Outcome::ALL.len()],
-    sip: [AtomicU64; Outcome::ALL.len()],
-}
-
-impl PushCounters {
-    /// Counts one push.
-    pub fn record(&self, ingress: Ingress, outcome: Outcome) {
-        self.row(ingress)[outcome.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The count of one (ingress, outcome).
-    pub fn get(&self, ingress: Ingress, outcome: Outcome) -> u64 {
-        self.row(ingress)[outcome.index()].load(Ordering::Relaxed)
-    }
-
-    /// Every count, as `(ingress, outcome, count)`.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
-        [Ingress::Http, Ingress::Sip]
-            .into_iter()
-            .flat_map(|ingress| {
-                Outcome::ALL
-                    .into_iter()
-                    .map(move |outcome| (ingress.as_str(), outcome.as_str(), ingress, outcome))
-            })
-            .map(|(i, o, ingress, outcome)| (i, o, self.get(ingress, outcome)))
-            .collect()
-    }
-
-    fn row(&self, ingress: Ingress) -> &[AtomicU64; Outcome::ALL.len()] {
-        match ingress {
-            Ingress::Http => &self.http,
-            Ingress::Sip => &self.sip,
-        }
-    }
 }
 
 /// A push as an ingress received it, origin already established (the ingress decides
@@ -217,16 +174,16 @@ impl PushResult {
 pub struct PushService {
     store: Arc<dyn Store>,
     config: Arc<Config>,
-    counters: Arc<PushCounters>,
+    metrics: Arc<Metrics>,
 }
 
 impl PushService {
     /// A service over `store`, configured by `config` (`[push]`).
-    pub fn new(store: Arc<dyn Store>, config: Arc<Config>) -> PushService {
+    pub fn new(store: Arc<dyn Store>, config: Arc<Config>, metrics: Arc<Metrics>) -> PushService {
         PushService {
             store,
             config,
-            counters: Arc::new(PushCounters::default()),
+            metrics,
         }
     }
 
@@ -235,9 +192,9 @@ impl PushService {
         &self.config
     }
 
-    /// The counters.
-    pub fn counters(&self) -> &Arc<PushCounters> {
-        &self.counters
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Logs and counts a push refused before it reached [`PushService::push`]
@@ -250,7 +207,8 @@ impl PushService {
         outcome: Outcome,
         why: &str,
     ) {
-        self.counters.record(ingress, outcome);
+        self.metrics
+            .push_decision(ingress.as_str(), outcome.as_str(), "none");
         tracing::info!(
             ingress = ingress.as_str(),
             %peer,
@@ -265,7 +223,14 @@ impl PushService {
     /// delivers when accepted; logs and counts the outcome.
     pub async fn push(&self, request: PushRequest<'_>) -> PushResult {
         let result = self.run(&request).await;
-        self.counters.record(request.ingress, result.outcome());
+        self.metrics.push_decision(
+            request.ingress.as_str(),
+            result.outcome().as_str(),
+            request.origin.kind(),
+        );
+        if result == PushResult::Failed {
+            self.metrics.storage_error("push");
+        }
         result
     }
 
@@ -454,23 +419,6 @@ fn printable(value: &str) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counters() {
-        let counters = PushCounters::default();
-        counters.record(Ingress::Http, Outcome::Delivered);
-        counters.record(Ingress::Http, Outcome::Delivered);
-        counters.record(Ingress::Sip, Outcome::Rejected);
-        assert_eq!(counters.get(Ingress::Http, Outcome::Delivered), 2);
-        assert_eq!(counters.get(Ingress::Sip, Outcome::Delivered), 0);
-        let snapshot = counters.snapshot();
-        assert_eq!(snapshot.len(), 16);
-        assert!(snapshot.contains(&("sip", "rejected", 1)));
-        assert!(snapshot.contains(&("http", "delivered", 2)));
-        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
-            assert_eq!(outcome.index(), i);
-        }
-    }
 
     #[test]
     fn printable_escapes() {

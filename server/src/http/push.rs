@@ -1,138 +1,26 @@
-//! The HTTP listener (INTERFACES.md 6.3 and 8): push ingress and health.
-//!
-//! - `POST /v1/push/{address}`: `{address}` is a username or a percent-encoded
-//!   subscriber URI. The origin is the TCP peer (a PPG); a peer in
-//!   `push.trusted_gateways` may assert it instead with `X-Push-Origin-PPG: IP` or
-//!   `X-Push-Origin-SMSC: ADDR[;ton=N][;npi=N]` (from anyone else those headers are
-//!   ignored). `X-Wap-Push-ProvURL` selects the provisioning context. Answers, with JSON
-//!   bodies: 202 `{"mailbox":"INBOX","uid":N}`, 403 rejected by the whitelist (or the
-//!   subscriber is disabled), 404 unknown subscriber, 400 malformed, 408 too slow,
-//!   413 larger than `limits.http_max_body_bytes` (refused from `Content-Length` before
-//!   the body is read, else as soon as the body passes the limit), 507 over quota.
-//! - `GET /healthz`: 200 while the process runs.
-//!
-//! Connections are served by hyper with a header read timeout, a request timeout that
-//! covers reading the body, and a cap on connections; at shutdown each connection
-//! finishes its request in flight and closes.
+//! `POST /v1/push/{address}` (INTERFACES.md 6.3): `{address}` is a username or a
+//! percent-encoded subscriber URI. The origin is the TCP peer (a PPG); a peer in
+//! `push.trusted_gateways` may assert it instead with `X-Push-Origin-PPG: IP` or
+//! `X-Push-Origin-SMSC: ADDR[;ton=N][;npi=N]` (from anyone else those headers are
+//! ignored). `X-Wap-Push-ProvURL` selects the provisioning context. Answers, with JSON
+//! bodies: 202 `{"mailbox":"INBOX","uid":N}`, 403 rejected by the whitelist (or the
+//! subscriber is disabled), 404 unknown subscriber, 400 malformed, 408 too slow,
+//! 413 larger than `limits.http_max_body_bytes` (refused from `Content-Length` before
+//! the body is read, else as soon as the body passes the limit), 507 over quota.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http_body_util::BodyExt as _;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use axum::response::Response;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt as _;
 
-use crate::push::ingress::{Ingress, Outcome, PushRequest, PushResult, PushService};
+use super::{AppState, BodyError, REQUEST_TIMEOUT, answer, error, read_body};
+use crate::push::ingress::{Ingress, Outcome, PushRequest, PushResult};
 use crate::push::{Origin, ip, try_parse_smsc_header};
 
-/// How long a client may take to send a request's headers (also the idle time allowed
-/// between requests on a kept-alive connection).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long one request may take, reading its body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a connection may take to finish its request at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// What the handlers share.
-#[derive(Clone)]
-struct AppState {
-    push: Arc<PushService>,
-    max_body: usize,
-}
-
-/// The routes, over a push service.
-pub fn router(push: Arc<PushService>) -> Router {
-    let max_body = push.config().limits.http_max_body_bytes;
-    Router::new()
-        .route("/v1/push/{address}", post(push_handler))
-        .route("/healthz", get(healthz))
-        .fallback(not_found)
-        .with_state(AppState { push, max_body })
-}
-
-/// Serves `listener` until `shutdown` turns true. Each connection holds a clone of
-/// `alive` while it runs, so the server can wait for them to finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    max_connections: usize,
-    alive: Arc<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
-    loop {
-        let Some((tcp, peer)) = crate::net::accept(&listener, "http", &mut shutdown).await else {
-            return;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::info!(%peer, listener = "http", "connection refused: limit reached");
-            continue;
-        };
-        let router = router.clone();
-        let alive = alive.clone();
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _alive = alive;
-            let service = hyper::service::service_fn(move |mut request| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(request.map(Body::new))
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), service);
-            tokio::pin!(connection);
-            let finished = tokio::select! {
-                r = connection.as_mut() => Some(r),
-                _ = shutdown.wait_for(|stop| *stop) => None,
-            };
-            let result = match finished {
-                Some(r) => r,
-                None => {
-                    connection.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(SHUTDOWN_GRACE, connection).await {
-                        Ok(r) => r,
-                        Err(_) => return,
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, listener = "http", error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
-async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
-}
-
-async fn not_found() -> Response {
-    answer(StatusCode::NOT_FOUND, json!({"error": "no such resource"}))
-}
-
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    answer(status, json!({ "error": message }))
-}
-
-async fn push_handler(
+pub(super) async fn push_handler(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     address: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -282,35 +170,6 @@ fn origin(
     }
 }
 
-enum BodyError {
-    TooLarge,
-    Broken(String),
-}
-
-/// Reads the body, refusing it as soon as it is known to be larger than `max`: at once
-/// from `Content-Length`, else when the bytes read pass the limit.
-async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max).min(max));
-    let mut out = Vec::with_capacity(capacity);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Broken(format!("cannot read the body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > max {
-                return Err(BodyError::TooLarge);
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -373,24 +232,5 @@ mod tests {
             .unwrap(),
             Origin::Ppg("198.51.100.7".parse().unwrap())
         );
-    }
-
-    #[tokio::test]
-    async fn body_limit() {
-        let small = headers(&[("content-length", "3")]);
-        assert_eq!(
-            read_body(&small, Body::from("abc"), 3).await.ok(),
-            Some(b"abc".to_vec())
-        );
-        let declared = headers(&[("content-length", "4")]);
-        assert!(matches!(
-            read_body(&declared, Body::from("abcd"), 3).await,
-            Err(BodyError::TooLarge)
-        ));
-        // No Content-Length (chunked): refused once the bytes pass the limit.
-        assert!(matches!(
-            read_body(&headers(&[]), Body::from("abcd"), 3).await,
-            Err(BodyError::TooLarge)
-        ));
     }
 }

@@ -1,0 +1,224 @@
+//! The process's metrics, exported at `GET /metrics` in the Prometheus text format
+//! (INTERFACES.md 8) by the `prometheus` crate's encoder.
+//!
+//! One [`Metrics`] is made by `serve` and shared by the listeners, the IMAP sessions, the
+//! authenticator and the push service. Label values come from fixed sets (listener
+//! kinds, mechanism and outcome names, imap-codec's command names), never from what a
+//! client sends, so the number of series is bounded.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `cpmstore_connections_open` | gauge | `listener` |
+//! | `cpmstore_connections_total` | counter | `listener` |
+//! | `cpmstore_logins_total` | counter | `mechanism`, `outcome` |
+//! | `cpmstore_imap_commands_total` | counter | `command`, `result` (`ok`, `no`, `bad`, `bye`) |
+//! | `cpmstore_imap_command_duration_seconds` | histogram | `command` |
+//! | `cpmstore_push_decisions_total` | counter | `ingress`, `outcome`, `origin_type` |
+//! | `cpmstore_storage_errors_total` | counter | `component` |
+//! | `cpmstore_admin_requests_total` | counter | `operation`, `status` |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Latency buckets of IMAP commands, in seconds: from a cached FETCH (well under a
+/// millisecond) to a large APPEND or SEARCH over a big mailbox.
+const COMMAND_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    connections_open: IntGaugeVec,
+    connections_total: IntCounterVec,
+    logins: IntCounterVec,
+    commands: IntCounterVec,
+    command_seconds: HistogramVec,
+    push_decisions: IntCounterVec,
+    storage_errors: IntCounterVec,
+    admin_requests: IntCounterVec,
+}
+
+/// Held by an open connection; the `connections_open` gauge goes down when dropped.
+pub struct OpenConnection {
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Why the metrics could not be set up or rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Every metric, registered and at zero.
+    pub fn new() -> Result<Arc<Metrics>, MetricsError> {
+        let registry = Registry::new_custom(Some("cpmstore".into()), None)?;
+        let connections_open = IntGaugeVec::new(
+            Opts::new("connections_open", "Connections open now, by listener."),
+            &["listener"],
+        )?;
+        let connections_total = IntCounterVec::new(
+            Opts::new("connections_total", "Connections accepted, by listener."),
+            &["listener"],
+        )?;
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "logins_total",
+                "Login attempts (LOGIN and AUTHENTICATE), by mechanism and outcome.",
+            ),
+            &["mechanism", "outcome"],
+        )?;
+        let commands = IntCounterVec::new(
+            Opts::new(
+                "imap_commands_total",
+                "IMAP commands answered, by command name and result (ok, no, bad, bye).",
+            ),
+            &["command", "result"],
+        )?;
+        let command_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "imap_command_duration_seconds",
+                "Time from a command's last byte to its tagged answer, by command name.",
+            )
+            .buckets(COMMAND_BUCKETS.to_vec()),
+            &["command"],
+        )?;
+        let push_decisions = IntCounterVec::new(
+            Opts::new(
+                "push_decisions_total",
+                "Pushes by ingress (http, sip), outcome and origin type (ppg, smsc, sip, none).",
+            ),
+            &["ingress", "outcome", "origin_type"],
+        )?;
+        let storage_errors = IntCounterVec::new(
+            Opts::new(
+                "storage_errors_total",
+                "Storage operations that failed, by the component that asked.",
+            ),
+            &["component"],
+        )?;
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                "admin_requests_total",
+                "HTTP admin API requests, by operation and HTTP status.",
+            ),
+            &["operation", "status"],
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(logins.clone()))?;
+        registry.register(Box::new(commands.clone()))?;
+        registry.register(Box::new(command_seconds.clone()))?;
+        registry.register(Box::new(push_decisions.clone()))?;
+        registry.register(Box::new(storage_errors.clone()))?;
+        registry.register(Box::new(admin_requests.clone()))?;
+        Ok(Arc::new(Metrics {
+            registry,
+            connections_open,
+            connections_total,
+            logins,
+            commands,
+            command_seconds,
+            push_decisions,
+            storage_errors,
+            admin_requests,
+        }))
+    }
+
+    /// Counts a connection accepted on `listener`; keep the result while it is open.
+    pub fn connection_opened(&self, listener: &str) -> OpenConnection {
+        self.connections_total.with_label_values(&[listener]).inc();
+        let gauge = self.connections_open.with_label_values(&[listener]);
+        gauge.inc();
+        OpenConnection { gauge }
+    }
+
+    /// Counts a login attempt.
+    pub fn login(&self, mechanism: &str, outcome: &str) {
+        self.logins.with_label_values(&[mechanism, outcome]).inc();
+    }
+
+    /// Counts an IMAP command answered with `result` after `elapsed`.
+    pub fn command(&self, command: &str, result: &str, elapsed: Duration) {
+        self.commands.with_label_values(&[command, result]).inc();
+        self.command_seconds
+            .with_label_values(&[command])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a push decision.
+    pub fn push_decision(&self, ingress: &str, outcome: &str, origin_type: &str) {
+        self.push_decisions
+            .with_label_values(&[ingress, outcome, origin_type])
+            .inc();
+    }
+
+    /// Counts a failed storage operation asked for by `component` (`imap`, `auth`,
+    /// `push`, `admin`, `health`).
+    pub fn storage_error(&self, component: &str) {
+        self.storage_errors.with_label_values(&[component]).inc();
+    }
+
+    /// Counts an admin API request.
+    pub fn admin_request(&self, operation: &str, status: u16) {
+        self.admin_requests
+            .with_label_values(&[operation, &status.to_string()])
+            .inc();
+    }
+
+    /// Everything, in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> Result<Vec<u8>, MetricsError> {
+        let mut out = Vec::with_capacity(8192);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new().unwrap();
+        {
+            let _open = m.connection_opened("imaps");
+            m.login("plain", "success");
+            m.command("FETCH", "ok", Duration::from_millis(3));
+            m.push_decision("http", "delivered", "ppg");
+            m.storage_error("imap");
+            m.admin_request("subscriber_add", 201);
+            let text = String::from_utf8(m.render().unwrap()).unwrap();
+            assert!(text.contains("cpmstore_connections_open{listener=\"imaps\"} 1"));
+        }
+        let text = String::from_utf8(m.render().unwrap()).unwrap();
+        for family in [
+            "cpmstore_connections_open{listener=\"imaps\"} 0",
+            "cpmstore_connections_total{listener=\"imaps\"} 1",
+            "cpmstore_logins_total{mechanism=\"plain\",outcome=\"success\"} 1",
+            "cpmstore_imap_commands_total{command=\"FETCH\",result=\"ok\"} 1",
+            "cpmstore_imap_command_duration_seconds_bucket{command=\"FETCH\",le=\"0.005\"} 1",
+            "cpmstore_imap_command_duration_seconds_bucket{command=\"FETCH\",le=\"0.0025\"} 0",
+            "cpmstore_push_decisions_total{ingress=\"http\",origin_type=\"ppg\",outcome=\"delivered\"} 1",
+            "cpmstore_storage_errors_total{component=\"imap\"} 1",
+            "cpmstore_admin_requests_total{operation=\"subscriber_add\",status=\"201\"} 1",
+        ] {
+            assert!(text.contains(family), "{family} missing from\n{text}");
+        }
+    }
+}
