@@ -60,6 +60,7 @@ pub async fn start(
             source,
         })?;
         tracing::info!(listener = "http", addr = %local, "listening");
+        metrics.prime_listener("http");
         tasks.push(tokio::spawn(http::serve(
             listener,
             router.clone(),

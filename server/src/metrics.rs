@@ -11,7 +11,7 @@
 //! | `cpmstore_connections_open` | gauge | `listener` |
 //! | `cpmstore_connections_total` | counter | `listener` |
 //! | `cpmstore_logins_total` | counter | `mechanism`, `outcome` |
-//! | `cpmstore_imap_commands_total` | counter | `command`, `result` (`ok`, `no`, `bad`, `bye`) |
+//! | `cpmstore_imap_commands_total` | counter | `command` (`UNPARSED` for a line that is no command), `result` (`ok`, `no`, `bad`, `bye`, `io`) |
 //! | `cpmstore_imap_command_duration_seconds` | histogram | `command` |
 //! | `cpmstore_push_decisions_total` | counter | `ingress`, `outcome`, `origin_type` |
 //! | `cpmstore_storage_errors_total` | counter | `component` |
@@ -33,6 +33,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const COMMAND_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// The components that count storage errors; each series is exported from the start
+/// (at 0), so a rate over it works before the first error.
+const STORAGE_COMPONENTS: [&str; 5] = ["imap", "auth", "push", "admin", "health"];
 
 /// Every metric of the process.
 pub struct Metrics {
@@ -126,6 +130,9 @@ impl Metrics {
         registry.register(Box::new(push_decisions.clone()))?;
         registry.register(Box::new(storage_errors.clone()))?;
         registry.register(Box::new(admin_requests.clone()))?;
+        for component in STORAGE_COMPONENTS {
+            storage_errors.with_label_values(&[component]);
+        }
         Ok(Arc::new(Metrics {
             registry,
             connections_open,
@@ -145,6 +152,17 @@ impl Metrics {
         let gauge = self.connections_open.with_label_values(&[listener]);
         gauge.inc();
         OpenConnection { gauge }
+    }
+
+    /// Exports the connection series of `listener` at 0 before its first connection.
+    pub fn prime_listener(&self, listener: &str) {
+        self.connections_total.with_label_values(&[listener]);
+        self.connections_open.with_label_values(&[listener]);
+    }
+
+    /// Exports a login series at 0 before its first attempt.
+    pub fn prime_login(&self, mechanism: &str, outcome: &str) {
+        self.logins.with_label_values(&[mechanism, outcome]);
     }
 
     /// Counts a login attempt.

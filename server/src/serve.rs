@@ -216,6 +216,7 @@ pub async fn run_until(
                 source,
             })?;
             tracing::info!(listener = kind.as_str(), addr = %local, "listening");
+            metrics.prime_listener(kind.as_str());
             let tls = match kind {
                 ListenerKind::Imap => Handshake::None,
                 ListenerKind::Imaps => Handshake::Tls(acceptor.clone()),

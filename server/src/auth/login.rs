@@ -93,6 +93,11 @@ impl Authenticator {
         throttle: Arc<Throttle>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        for mechanism in Mechanism::ALL {
+            for outcome in Outcome::ALL {
+                metrics.prime_login(mechanism.as_str(), outcome.as_str());
+            }
+        }
         Authenticator {
             store,
             verifier,

@@ -341,6 +341,8 @@ pub async fn run(mut s: Session) {
             Incoming::Command(command) => command,
             Incoming::Closed => break,
             Incoming::Malformed { tag } => {
+                // Counted under a name of its own: what it was is not known.
+                s.ctx.metrics.command("UNPARSED", "bad", Duration::ZERO);
                 let line = match tag {
                     Some(tag) => format!(
                         "{} BAD Error in IMAP command: could not parse it.\r\n",

@@ -451,9 +451,11 @@ async fn serve_tcp(
         let ingress = ingress.clone();
         let alive = alive.clone();
         let shutdown = shutdown.clone();
+        let open = ingress.push.metrics().connection_opened("sip-tcp");
         tokio::spawn(async move {
             let _slot = slot;
             let _alive = alive;
+            let _open = open;
             serve_tcp_connection(tcp, peer, &ingress, shutdown).await;
         });
     }
