@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 pub mod auth_client;
 pub mod http_client;
 pub mod imap_client;
+pub mod psk_client;
 pub mod server;
 
 /// Environment variable naming the binary under test, instead of the one in `target/`.
