@@ -349,3 +349,17 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"))
         .block_on(future)
 }
+
+/// Fails the test, naming the installer, when `tool` is not on the PATH.
+pub fn require(tool: &str) {
+    use std::process::Command;
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success());
+    assert!(
+        matches!(found, Ok(true)),
+        "{tool} is not installed; run scripts/install-test-deps.sh (scripts/test.sh does)"
+    );
+}

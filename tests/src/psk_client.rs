@@ -10,19 +10,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Fails the test, naming the installer, when `tool` is not on the PATH.
-pub fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success());
-    assert!(
-        matches!(found, Ok(true)),
-        "{tool} is not installed; run scripts/install-test-deps.sh (scripts/test.sh does)"
-    );
-}
-
 /// `openssl s_client` on the PSK-TLS listener, IMAP over its stdin/stdout.
 pub struct SClient {
     child: Child,
@@ -33,7 +20,7 @@ pub struct SClient {
 
 impl SClient {
     pub fn spawn(addr: SocketAddr, version: &str, key: &str, identity: &str) -> SClient {
-        require("openssl");
+        crate::require("openssl");
         let mut child = Command::new("openssl")
             .args(["s_client", "-connect", &addr.to_string(), version])
             .args(["-psk", key, "-psk_identity", identity])

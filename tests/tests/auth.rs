@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use cpmstore_tests::auth_client::{AuthClient, Scram, Tls};
 use cpmstore_tests::imap_client::Client;
-use cpmstore_tests::psk_client::{SClient, psk_login_works, require};
+use cpmstore_tests::psk_client::{SClient, psk_login_works};
 use cpmstore_tests::server::{Server, ServerOptions};
-use cpmstore_tests::{TempDatabase, postgres_url_or_skip};
+use cpmstore_tests::{TempDatabase, postgres_url_or_skip, require};
 
 const PASSWORD: &str = "auth pass 7";
 

@@ -8,24 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cpmstore_tests::imap_client::Client;
+use cpmstore_tests::require;
 use cpmstore_tests::server::Server;
 
 const PASSWORD: &str = "interop pass 9";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success());
-    assert!(
-        matches!(found, Ok(true)),
-        "{tool} is not installed; run scripts/install-test-deps.sh (scripts/test.sh does)"
-    );
 }
 
 fn show(out: &Output) -> String {

@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cpmstore_tests::http_client::{Answer, percent_encode, request};
@@ -21,20 +20,9 @@ const SAMPLES: &str = concat!(
 const PASSWORD: &str = "correct horse battery";
 const ALICE_TEL: &str = "tel:+358401234567";
 
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    content_length: Option<usize>,
-) -> Answer {
-    request(addr, method, path, headers, body, content_length)
-}
-
 fn push(server: &Server, address: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
     let path = format!("/v1/push/{}", percent_encode(address));
-    http(
+    request(
         server.http.expect("http listener"),
         "POST",
         &path,
@@ -363,7 +351,7 @@ fn not_provisioned_subscriber_accepts_and_errors_have_their_codes() {
     assert_eq!(push(&server, "tel:+15550000", &[], b"x").status, 404);
 
     // Too large: 413, at once from Content-Length (the body is never sent) ...
-    let answer = http(
+    let answer = request(
         addr,
         "POST",
         "/v1/push/bob",
@@ -390,15 +378,15 @@ fn not_provisioned_subscriber_accepts_and_errors_have_their_codes() {
     }
 
     // Other paths and methods.
-    let answer = http(addr, "GET", "/healthz", &[], b"", None);
+    let answer = request(addr, "GET", "/healthz", &[], b"", None);
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["status"], "ok");
     assert_eq!(
-        http(addr, "GET", "/nothing-here", &[], b"", None).status,
+        request(addr, "GET", "/nothing-here", &[], b"", None).status,
         404
     );
     assert_eq!(
-        http(addr, "GET", "/v1/push/bob", &[], b"", None).status,
+        request(addr, "GET", "/v1/push/bob", &[], b"", None).status,
         405
     );
 

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cpmstore_tests::imap_client::Client;
+use cpmstore_tests::require;
 use cpmstore_tests::server::{Server, ServerOptions};
 
 const SAMPLES: &str = concat!(
@@ -24,17 +25,6 @@ const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sipp");
 const PASSWORD: &str = "correct horse battery";
 const ALICE: &str = "sip:alice@ims.example.net";
 const WHITELISTED: &str = "<sip:ppg@operator.example>";
-
-fn require_sipp() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v sipp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "sipp is not installed; run scripts/install-test-deps.sh (scripts/test.sh does)"
-    );
-}
 
 /// A server with SIP on, believing P-Asserted-Identity from 127.0.0.1 only; `alice`
 /// has `loopback-ppg.xml` (SIP URI `sip:ppg@operator.example`) loaded, `bob` has no
@@ -92,7 +82,7 @@ fn sipp(
     subscriber: &str,
     pai: &str,
 ) -> bool {
-    require_sipp();
+    require("sipp");
     let target = server.sip_udp.expect("sip listener");
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new("sipp")

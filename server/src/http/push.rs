@@ -175,14 +175,7 @@ fn origin(
 mod tests {
     use super::*;
     use crate::config::Config;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, value.parse().unwrap());
-        }
-        map
-    }
+    use crate::http::tests::headers;
 
     #[test]
     fn origin_headers_only_from_trusted_gateways() {
