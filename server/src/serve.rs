@@ -265,7 +265,17 @@ pub async fn run_until(
             "grace period over; closing remaining sessions"
         );
     }
-    store.close().await;
+    // A session still running may hold a storage connection, which closing waits for:
+    // storage gets what is left of the grace, and a moment at least.
+    let close_within = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
+    if tokio::time::timeout(close_within, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("storage did not close in time");
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -335,7 +345,17 @@ async fn accept_loop(
             let _open = ctx.metrics.connection_opened(kind.as_str());
             tracing::info!(%peer, listener = kind.as_str(), "connection opened");
             let handshake = Duration::from_secs(ctx.limits.login_timeout_secs);
-            let conn = match tokio::time::timeout(handshake, tls.run(tcp)).await {
+            let mut shutdown = ctx.shutdown.clone();
+            // A handshake still waiting for the client when the server stops is dropped:
+            // there is no session yet to say BYE to.
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(handshake, tls.run(tcp)) => r,
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    tracing::info!(%peer, listener = kind.as_str(), "handshake abandoned: shutting down");
+                    return;
+                }
+            };
+            let conn = match handshake {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(why)) => {
                     // Server-side only: the client is told nothing about why.

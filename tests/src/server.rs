@@ -30,6 +30,9 @@ pub struct Server {
     /// The admin API's bearer token, when [`ServerOptions::admin_token`] set one.
     pub admin_token: Option<String>,
     env: Vec<(String, String)>,
+    /// What [`Server::restart`] waits for besides the IMAP listeners.
+    want_psk: bool,
+    want_sip: bool,
 }
 
 /// Options for [`Server::start_with`].
@@ -113,92 +116,22 @@ impl Server {
         want_psk: bool,
         want_sip: bool,
     ) -> Server {
-        let mut cmd = Command::new(cpmstore_bin());
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .current_dir(dir.path());
-        for (k, v) in &env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn cpmstore serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("CPMSTORE_TEST_ECHO_LOG").is_some() {
-                    eprintln!("server: {line}");
-                }
-                sink.lock().expect("log").push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (mut imap, mut imaps, mut psk, mut http) = (None, None, None, None);
-        let (mut sip_udp, mut sip_tcp) = (None, None);
-        loop {
-            for line in log.lock().expect("log").iter() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                let fields = &v["fields"];
-                if fields["message"] == "listening" {
-                    let addr: Option<SocketAddr> =
-                        fields["addr"].as_str().and_then(|a| a.parse().ok());
-                    match fields["listener"].as_str() {
-                        Some("imap") => imap = addr,
-                        Some("imaps") => imaps = addr,
-                        Some("psk") => psk = addr,
-                        Some("http") => http = addr,
-                        Some("sip-udp") => sip_udp = addr,
-                        Some("sip-tcp") => sip_tcp = addr,
-                        _ => {}
-                    }
-                }
-            }
-            if let (Some(imap), Some(imaps), true) = (
-                imap,
-                imaps,
-                (psk.is_some() || !want_psk) && (sip_tcp.is_some() || !want_sip),
-            ) {
-                let ready = log
-                    .lock()
-                    .expect("log")
-                    .iter()
-                    .any(|l| l.contains("cpmstore ready"));
-                if ready {
-                    return Server {
-                        child,
-                        dir,
-                        config,
-                        imap,
-                        imaps,
-                        psk,
-                        http,
-                        sip_udp,
-                        sip_tcp,
-                        log,
-                        admin_token: None,
-                        env,
-                    };
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "cpmstore serve exited with {status}:\n{}",
-                    log.lock().expect("log").join("\n")
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "cpmstore serve did not start:\n{}",
-                    log.lock().expect("log").join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let launched = launch(dir.path(), &config, &env, want_psk, want_sip);
+        Server {
+            child: launched.child,
+            dir,
+            config,
+            imap: launched.imap,
+            imaps: launched.imaps,
+            psk: launched.psk,
+            http: launched.http,
+            sip_udp: launched.sip_udp,
+            sip_tcp: launched.sip_tcp,
+            log: launched.log,
+            admin_token: None,
+            env,
+            want_psk,
+            want_sip,
         }
     }
 
@@ -234,6 +167,54 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`...) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit: its status, or `None` while it
+    /// still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for cpmstore serve") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts the server again on the same config, data directory and storage, after
+    /// the previous process exited (it is killed first if it still runs). The
+    /// listeners' ports change; [`Server::log`] holds the new process's lines only.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let launched = launch(
+            self.dir.path(),
+            &self.config,
+            &self.env,
+            self.want_psk,
+            self.want_sip,
+        );
+        self.child = launched.child;
+        self.imap = launched.imap;
+        self.imaps = launched.imaps;
+        self.psk = launched.psk;
+        self.http = launched.http;
+        self.sip_udp = launched.sip_udp;
+        self.sip_tcp = launched.sip_tcp;
+        self.log = launched.log;
+    }
 }
 
 impl Drop for Server {
@@ -264,4 +245,108 @@ pub fn run_cli(
         let _ = input.write_all(stdin.as_bytes());
     }
     child.wait_with_output().expect("cpmstore output")
+}
+
+/// A started `cpmstore serve` process and the addresses it logged.
+struct Launched {
+    child: Child,
+    imap: SocketAddr,
+    imaps: SocketAddr,
+    psk: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    sip_udp: Option<SocketAddr>,
+    sip_tcp: Option<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `cpmstore --config CONFIG serve` in `dir` and waits until it is ready.
+fn launch(
+    dir: &Path,
+    config: &Path,
+    env: &[(String, String)],
+    want_psk: bool,
+    want_sip: bool,
+) -> Launched {
+    let mut cmd = Command::new(cpmstore_bin());
+    cmd.arg("--config")
+        .arg(config)
+        .arg("serve")
+        .current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cpmstore serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("CPMSTORE_TEST_ECHO_LOG").is_some() {
+                eprintln!("server: {line}");
+            }
+            sink.lock().expect("log").push(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut imap, mut imaps, mut psk, mut http) = (None, None, None, None);
+    let (mut sip_udp, mut sip_tcp) = (None, None);
+    loop {
+        for line in log.lock().expect("log").iter() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let fields = &v["fields"];
+            if fields["message"] == "listening" {
+                let addr: Option<SocketAddr> = fields["addr"].as_str().and_then(|a| a.parse().ok());
+                match fields["listener"].as_str() {
+                    Some("imap") => imap = addr,
+                    Some("imaps") => imaps = addr,
+                    Some("psk") => psk = addr,
+                    Some("http") => http = addr,
+                    Some("sip-udp") => sip_udp = addr,
+                    Some("sip-tcp") => sip_tcp = addr,
+                    _ => {}
+                }
+            }
+        }
+        if let (Some(imap), Some(imaps), true) = (
+            imap,
+            imaps,
+            (psk.is_some() || !want_psk) && (sip_tcp.is_some() || !want_sip),
+        ) {
+            let ready = log
+                .lock()
+                .expect("log")
+                .iter()
+                .any(|l| l.contains("cpmstore ready"));
+            if ready {
+                return Launched {
+                    child,
+                    imap,
+                    imaps,
+                    psk,
+                    http,
+                    sip_udp,
+                    sip_tcp,
+                    log,
+                };
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "cpmstore serve exited with {status}:\n{}",
+                log.lock().expect("log").join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "cpmstore serve did not start:\n{}",
+                log.lock().expect("log").join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

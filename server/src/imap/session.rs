@@ -62,6 +62,10 @@ pub struct Session {
 /// Flush `out` to the socket once it holds this much, so a large FETCH streams.
 pub const FLUSH_AT: usize = 64 * 1024;
 
+/// What a session is told when the server shuts down.
+const SHUTDOWN_TEXT: &str = "Server shutting down.";
+const SHUTDOWN_BYE: &[u8] = b"* BYE Server shutting down.\r\n";
+
 impl Session {
     pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
         let changes = ctx.store.changes().subscribe();
@@ -304,6 +308,12 @@ fn expunge_allowed(body: &CommandBody<'_>) -> bool {
     }
 }
 
+/// Completes once the server is shutting down (at once if it already is).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the sender is gone: the server is stopping all the same.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Runs a connection to its end.
 pub async fn run(mut s: Session) {
     let peer = s.info.peer;
@@ -317,12 +327,16 @@ pub async fn run(mut s: Session) {
             State::NotAuthenticated => Duration::from_secs(s.ctx.limits.login_timeout_secs),
             _ => Duration::from_secs(s.ctx.limits.autologout_secs),
         };
+        // Biased: once the server shuts down no new command starts, even one the client
+        // has already sent. A command whose literal is still arriving is abandoned
+        // unanswered (as Dovecot does): its message is not stored.
         let incoming = tokio::select! {
-            r = tokio::time::timeout(timeout, s.io.read_command()) => r,
-            _ = shutdown.changed() => {
-                let _ = s.io.write_all(b"* BYE Server shutting down.\r\n").await;
+            biased;
+            _ = stopping(&mut shutdown) => {
+                let _ = s.io.write_all(SHUTDOWN_BYE).await;
                 break;
             }
+            r = tokio::time::timeout(timeout, s.io.read_command()) => r,
         };
         let incoming = match incoming {
             Err(_) => {
@@ -390,9 +404,26 @@ pub async fn run(mut s: Session) {
                 let Some(acceptor) = s.ctx.tls.clone() else {
                     break;
                 };
-                if let Err(e) = s.io.start_tls(&acceptor).await {
-                    tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
-                    break;
+                // The handshake gets the login time, and ends at shutdown (no BYE can
+                // be said in the middle of a handshake).
+                let handshake = tokio::time::timeout(
+                    Duration::from_secs(s.ctx.limits.login_timeout_secs),
+                    s.io.start_tls(&acceptor),
+                );
+                let result = tokio::select! {
+                    r = handshake => r,
+                    _ = stopping(&mut shutdown) => break,
+                };
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "STARTTLS handshake timed out");
+                        break;
+                    }
                 }
             }
         }
@@ -416,7 +447,19 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
         })
     } else {
         let allow_expunge = expunge_allowed(&command.body);
-        let r = command::dispatch(s, &tag, command.body).await;
+        let r = if matches!(command.body, CommandBody::Authenticate { .. }) {
+            // An AUTHENTICATE exchange waits for the client's lines: a shutdown ends it
+            // as it ends the wait for a command. Nothing is stored by it.
+            let mut shutdown = s.ctx.shutdown.clone();
+            tokio::select! {
+                r = command::dispatch(s, &tag, command.body) => r,
+                _ = stopping(&mut shutdown) => {
+                    Err(CmdError::Bye(SHUTDOWN_TEXT.into()))
+                }
+            }
+        } else {
+            command::dispatch(s, &tag, command.body).await
+        };
         // Every command ends by telling the client what changed meanwhile.
         match (r, s.catch_up(allow_expunge).await) {
             (Ok(done), Ok(())) => Ok(done),
