@@ -27,6 +27,8 @@ pub struct Server {
     pub sip_tcp: Option<SocketAddr>,
     /// Every line the server logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Set when the log reader saw the end of the process's stderr.
+    log_eof: Arc<std::sync::atomic::AtomicBool>,
     /// The admin API's bearer token, when [`ServerOptions::admin_token`] set one.
     pub admin_token: Option<String>,
     env: Vec<(String, String)>,
@@ -128,6 +130,7 @@ impl Server {
             sip_udp: launched.sip_udp,
             sip_tcp: launched.sip_tcp,
             log: launched.log,
+            log_eof: launched.log_eof,
             admin_token: None,
             env,
             want_psk,
@@ -184,6 +187,13 @@ impl Server {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for cpmstore serve") {
+                // The process is gone; let the reader take in its last log lines.
+                let read_all = Instant::now() + Duration::from_secs(5);
+                while !self.log_eof.load(std::sync::atomic::Ordering::SeqCst)
+                    && Instant::now() < read_all
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -214,6 +224,7 @@ impl Server {
         self.sip_udp = launched.sip_udp;
         self.sip_tcp = launched.sip_tcp;
         self.log = launched.log;
+        self.log_eof = launched.log_eof;
     }
 }
 
@@ -257,6 +268,7 @@ struct Launched {
     sip_udp: Option<SocketAddr>,
     sip_tcp: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    log_eof: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Starts `cpmstore --config CONFIG serve` in `dir` and waits until it is ready.
@@ -282,6 +294,8 @@ fn launch(
     let stderr = child.stderr.take().expect("stderr");
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
+    let log_eof = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let eof = log_eof.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if std::env::var_os("CPMSTORE_TEST_ECHO_LOG").is_some() {
@@ -289,6 +303,7 @@ fn launch(
             }
             sink.lock().expect("log").push(line);
         }
+        eof.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut imap, mut imaps, mut psk, mut http) = (None, None, None, None);
@@ -332,6 +347,7 @@ fn launch(
                     sip_udp,
                     sip_tcp,
                     log,
+                    log_eof,
                 };
             }
         }

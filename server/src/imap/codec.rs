@@ -75,6 +75,12 @@ pub struct Framed {
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How much a closing connection reads and drops at most.
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
 impl Framed {
     pub fn new(conn: Conn, limits: FrameLimits) -> Self {
         Framed {
@@ -108,8 +114,22 @@ impl Framed {
         self.conn.flush().await
     }
 
+    /// Closes the connection: TLS close_notify and FIN, then a lingering close — what
+    /// the client still sends (the rest of an abandoned literal, pipelined commands) is
+    /// read and dropped for up to [`LINGER`], so the kernel does not answer it with a
+    /// reset that could make the client lose the final `* BYE` unread.
     pub async fn shutdown(&mut self) {
         let _ = self.conn.shutdown().await;
+        let drain = async {
+            let mut total = 0usize;
+            while total <= LINGER_MAX_BYTES {
+                match self.conn.read(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
     /// One read from the socket into the fragmentizer. Cancel-safe: a read that did not
