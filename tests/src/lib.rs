@@ -17,7 +17,9 @@
 //! - this file: [`cpmstore_bin`] and [`CliEnv`], running CLI commands in a temp dir;
 //! - `server`: start `cpmstore serve` on ephemeral ports;
 //! - `imap_client`: a small blocking IMAP client over plain TCP or TLS;
-//! - `auth_client`: TLS and PSK-TLS from a chosen source address, and a SCRAM client.
+//! - `auth_client`: TLS and PSK-TLS from a chosen source address, and a SCRAM client;
+//! - `http_client`: one HTTP/1.1 request per connection (push, admin API, metrics);
+//! - `psk_client`: `openssl s_client -psk` driven as an IMAP client.
 
 // Test support: a panic with a message is how a test reports a failed step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

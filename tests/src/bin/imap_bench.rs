@@ -135,7 +135,7 @@ fn main() {
 
     let server = Server::start_with(ServerOptions {
         extra_config: format!(
-            "[limits]\nmax_connections_per_ip = {}\n",
+            "[limits]\nmax_connections_per_ip = {0}\nmax_connections_per_account = {0}\n",
             idle + clients + 10
         ),
         ..Default::default()
