@@ -274,6 +274,15 @@ pub struct Copied {
     pub dest_uids: Vec<u32>,
 }
 
+/// The outcome of a conditional STORE (see [`Store::store_flags_conditional`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConditionalStore {
+    /// The messages changed, with their new flags and modseq, in UID order.
+    pub changed: Vec<MessageMeta>,
+    /// The messages left alone because their modseq was above the limit, ascending.
+    pub modified: Vec<u32>,
+}
+
 /// What changed in a mailbox since a MODSEQ: how a selected session catches up.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailboxChanges {
@@ -444,6 +453,19 @@ pub trait Store: Send + Sync + 'static {
         flags: &Flags,
         unchanged_since: Option<u64>,
     ) -> Result<Vec<MessageMeta>>;
+    /// CONDSTORE's STORE ... (UNCHANGEDSINCE n) (RFC 7162 3.1.3): [`Store::store_flags`]
+    /// with `unchanged_since`, and also the UIDs within `uids` whose modseq was above
+    /// it. The test and the change are one transaction (under the mailbox's row lock),
+    /// so no concurrent writer can slip between them.
+    async fn store_flags_conditional(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[UidRange],
+        op: FlagOp,
+        flags: &Flags,
+        unchanged_since: u64,
+    ) -> Result<ConditionalStore>;
     /// Copies messages; blobs are shared, not duplicated.
     /// The copies get new UIDs in the destination, in source UID order, with the same
     /// flags and internal date. Counts against the quota ([`Error::OverQuota`]). Nothing

@@ -33,9 +33,10 @@ use sqlx::{AnyConnection, AnyPool};
 
 use crate::changes::{Change, ChangeBus, ChangeKind};
 use crate::{
-    Account, AccountId, AccountStatus, Appended, Copied, CredentialRecord, Error, FlagOp, Flags,
-    Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, NewAccount, NewMailbox,
-    NewMessage, PskRecord, Result, Store, SystemFlags, UidRange, Whitelist, WhitelistEntry,
+    Account, AccountId, AccountStatus, Appended, ConditionalStore, Copied, CredentialRecord, Error,
+    FlagOp, Flags, Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, NewAccount,
+    NewMailbox, NewMessage, PskRecord, Result, Store, SystemFlags, UidRange, Whitelist,
+    WhitelistEntry,
 };
 
 /// The NOTIFY channel of the change bus (PostgreSQL).
@@ -854,12 +855,35 @@ impl SqlStore {
         op: FlagOp,
         given: &Flags,
         unchanged_since: Option<u64>,
-    ) -> TxResult<Vec<MessageMeta>> {
+    ) -> TxResult<ConditionalStore> {
         let limit = unchanged_since.map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
         let mut tx = self.begin().await?;
         let locked = lock_mailbox(&mut tx, account, mailbox, 1).await?;
         let modseq = locked.highestmodseq;
         let modseq_db = to_i64(modseq)?;
+        // The messages that fail the test, read under the lock before anything changes
+        // (what this transaction writes gets a modseq above the limit).
+        let mut modified = Vec::new();
+        if unchanged_since.is_some() {
+            for &(lo, hi) in ranges {
+                let rows = sqlx::query(
+                    "SELECT uid FROM messages WHERE account_id = $1 AND mailbox_id = $2 \
+                     AND uid >= $3 AND uid <= $4 AND modseq > $5 ORDER BY uid",
+                )
+                .bind(account.0)
+                .bind(mailbox.0)
+                .bind(lo)
+                .bind(hi)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in rows {
+                    modified.push(to_u32(row.try_get(0)?, "uid")?);
+                }
+            }
+            modified.sort_unstable();
+            modified.dedup();
+        }
         let mut changed = Vec::new();
         let bits = i64::from(given.system.0) & SYSTEM_MASK;
         let system_only = given.keywords.is_empty() && op != FlagOp::Replace;
@@ -924,7 +948,7 @@ impl SqlStore {
         if changed.is_empty() {
             // Nothing changed: leave HIGHESTMODSEQ as it was.
             tx.rollback().await?;
-            return Ok(changed);
+            return Ok(ConditionalStore { changed, modified });
         }
         if op != FlagOp::Remove {
             record_keywords(&mut tx, account, mailbox, &given.keywords).await?;
@@ -935,7 +959,7 @@ impl SqlStore {
         )
         .await?;
         changed.sort_by_key(|m| m.uid);
-        Ok(changed)
+        Ok(ConditionalStore { changed, modified })
     }
 
     async fn copy_tx(
@@ -1797,8 +1821,44 @@ impl Store for SqlStore {
             keywords: normalise_keywords(&flags.keywords)?,
         };
         let ranges = normalise_ranges(uids);
+        let outcome = self
+            .retry(|| {
+                Box::pin(self.store_flags_tx(
+                    account,
+                    mailbox,
+                    &ranges,
+                    op,
+                    &given,
+                    unchanged_since,
+                ))
+            })
+            .await?;
+        Ok(outcome.changed)
+    }
+
+    async fn store_flags_conditional(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[UidRange],
+        op: FlagOp,
+        flags: &Flags,
+        unchanged_since: u64,
+    ) -> Result<ConditionalStore> {
+        let given = Flags {
+            system: SystemFlags(flags.system.0 & SYSTEM_MASK as u8),
+            keywords: normalise_keywords(&flags.keywords)?,
+        };
+        let ranges = normalise_ranges(uids);
         self.retry(|| {
-            Box::pin(self.store_flags_tx(account, mailbox, &ranges, op, &given, unchanged_since))
+            Box::pin(self.store_flags_tx(
+                account,
+                mailbox,
+                &ranges,
+                op,
+                &given,
+                Some(unchanged_since),
+            ))
         })
         .await
     }

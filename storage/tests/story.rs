@@ -68,6 +68,7 @@ stories!(
     concurrent_appends,
     copy_and_move,
     store_flags,
+    conditional_store,
     expunge,
     quota,
     claim_recent,
@@ -1618,6 +1619,153 @@ async fn store_flags(env: &Env) {
                 FlagOp::Add,
                 &seen,
                 None
+            )
+            .await,
+        Error::NotFound(_)
+    );
+}
+
+/// STORE ... (UNCHANGEDSINCE n): the failing messages are listed, left alone, and the
+/// test is atomic with the change against concurrent writers.
+async fn conditional_store(env: &Env) {
+    let store = &env.store;
+    let alice = store.create_account(bare_account("alice")).await.unwrap();
+    let inbox_id = inbox(store, alice.id).await;
+    for body in ["a", "b", "c"] {
+        store
+            .append(alice.id, inbox_id, message(body))
+            .await
+            .unwrap();
+    }
+    let before = fetch_all(store, alice.id, inbox_id).await;
+    let m3 = before[2].modseq;
+    assert!(before[0].modseq < m3 && before[1].modseq <= m3);
+    // Message 2 changes after m3.
+    store
+        .store_flags(
+            alice.id,
+            inbox_id,
+            &[UidRange::one(2)],
+            FlagOp::Add,
+            &flags(SystemFlags::SEEN, &[]),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut rx = store.changes().subscribe();
+    let flagged = flags(SystemFlags::FLAGGED, &[]);
+    let outcome = store
+        .store_flags_conditional(
+            alice.id,
+            inbox_id,
+            &[UidRange::all()],
+            FlagOp::Add,
+            &flagged,
+            m3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(uids(&outcome.changed), [1, 3]);
+    assert_eq!(outcome.modified, [2]);
+    let highest = store
+        .mailbox_by_id(alice.id, inbox_id)
+        .await
+        .unwrap()
+        .highestmodseq;
+    assert!(
+        outcome
+            .changed
+            .iter()
+            .all(|m| m.flags == flagged && m.modseq == highest)
+    );
+    let change = next_change(&mut rx).await;
+    assert_eq!((change.kind, change.modseq), (ChangeKind::Flags, highest));
+    let after = fetch_all(store, alice.id, inbox_id).await;
+    assert_eq!(
+        after[1].flags,
+        flags(SystemFlags::SEEN, &[]),
+        "2 left alone"
+    );
+
+    // Nothing to change and nothing modified: no bump, nothing published.
+    let noop = store
+        .store_flags_conditional(
+            alice.id,
+            inbox_id,
+            &[UidRange::one(1), UidRange::one(3)],
+            FlagOp::Add,
+            &flagged,
+            highest,
+        )
+        .await
+        .unwrap();
+    assert!(noop.changed.is_empty() && noop.modified.is_empty());
+    quiet(&mut rx).await;
+    // UNCHANGEDSINCE 0 fails for every message.
+    let zero = store
+        .store_flags_conditional(
+            alice.id,
+            inbox_id,
+            &[UidRange::all()],
+            FlagOp::Remove,
+            &flagged,
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(zero.changed.is_empty());
+    assert_eq!(zero.modified, [1, 2, 3]);
+    assert_eq!(
+        store
+            .mailbox_by_id(alice.id, inbox_id)
+            .await
+            .unwrap()
+            .highestmodseq,
+        highest
+    );
+
+    // Racing writers with the same UNCHANGEDSINCE: exactly one wins, the others are
+    // told the message was modified.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .store_flags_conditional(
+                        alice.id,
+                        inbox_id,
+                        &[UidRange::one(1)],
+                        FlagOp::Add,
+                        &flags(0, &[&format!("racer{i}")]),
+                        highest,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        let outcome = task.await.unwrap();
+        if outcome.changed.is_empty() {
+            assert_eq!(outcome.modified, [1]);
+        } else {
+            assert!(outcome.modified.is_empty());
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    let one = &fetch_all(store, alice.id, inbox_id).await[0];
+    assert_eq!(one.flags.keywords.len(), 1, "{:?}", one.flags);
+    assert_err!(
+        store
+            .store_flags_conditional(
+                alice.id,
+                MailboxId(987_654),
+                &[UidRange::all()],
+                FlagOp::Add,
+                &flagged,
+                1
             )
             .await,
         Error::NotFound(_)

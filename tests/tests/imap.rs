@@ -499,6 +499,7 @@ fn namespace_id_enable_capabilities_after_login() {
         "CHILDREN",
         "SPECIAL-USE",
         "MOVE",
+        "CONDSTORE",
         "APPENDLIMIT=",
     ] {
         assert!(caps.contains(cap), "{cap} missing in {caps}");
@@ -510,7 +511,8 @@ fn namespace_id_enable_capabilities_after_login() {
     );
     let r = c.command("ID (\"name\" \"test\")").ok();
     assert!(r.untagged[0].starts_with("* ID (\"name\" \"cpmstore\""));
-    c.command("ENABLE CONDSTORE").ok();
+    let r = c.command("ENABLE CONDSTORE").ok();
+    assert_eq!(r.untagged, vec!["* ENABLED CONDSTORE".to_string()]);
     // LITERAL+ works.
     let tag = c.tag();
     c.send_raw(format!("{tag} CREATE {{4+}}\r\nabcd\r\n").as_bytes());

@@ -1,6 +1,7 @@
 //! What a selected session has told its client about the mailbox — the UID <-> sequence
 //! number map, each message's flags, the MODSEQ it has caught up to — and how it catches
-//! up with the store, emitting EXISTS / RECENT / EXPUNGE / FETCH FLAGS.
+//! up with the store, emitting EXISTS / RECENT / EXPUNGE / FETCH FLAGS (with MODSEQ
+//! for a CONDSTORE-aware session).
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -19,6 +20,8 @@ pub struct MailboxView {
     uids: Vec<u32>,
     /// Flags parallel to `uids`.
     flags: Vec<Flags>,
+    /// Each message's MODSEQ as last told (or known), parallel to `uids`.
+    modseqs: Vec<u64>,
     /// UIDs that are \Recent for this session: ascending, disjoint ranges. A read-write
     /// session gets the ones it claimed from the store (at SELECT and whenever it is the
     /// first to see new messages), so no two sessions show a message as recent.
@@ -43,15 +46,18 @@ impl MailboxView {
         let modseq = mailbox.highestmodseq;
         let mut uids = Vec::with_capacity(messages.len());
         let mut flags = Vec::with_capacity(messages.len());
+        let mut modseqs = Vec::with_capacity(messages.len());
         for m in messages {
             uids.push(m.uid);
             flags.push(m.flags);
+            modseqs.push(m.modseq);
         }
         let mut view = MailboxView {
             mailbox,
             read_only,
             uids,
             flags,
+            modseqs,
             recent: Vec::new(),
             modseq,
             pending_expunge: BTreeSet::new(),
@@ -111,6 +117,11 @@ impl MailboxView {
         self.uids.binary_search(&uid).ok().map(|i| &self.flags[i])
     }
 
+    /// The message's MODSEQ as the view knows it.
+    pub fn modseq_of(&self, uid: u32) -> Option<u64> {
+        self.uids.binary_search(&uid).ok().map(|i| self.modseqs[i])
+    }
+
     pub fn is_expunged(&self, uid: u32) -> bool {
         self.pending_expunge.contains(&uid)
     }
@@ -119,10 +130,12 @@ impl MailboxView {
         self.uids.last().copied().unwrap_or(0)
     }
 
-    /// Records flags this session itself set (so catching up does not repeat them).
-    pub fn set_flags(&mut self, uid: u32, flags: Flags) {
+    /// Records flags (and the MODSEQ they got) this session itself set, so catching up
+    /// does not repeat them.
+    pub fn set_flags(&mut self, uid: u32, flags: Flags, modseq: u64) {
         if let Ok(i) = self.uids.binary_search(&uid) {
             self.flags[i] = flags;
+            self.modseqs[i] = self.modseqs[i].max(modseq);
         }
     }
 
@@ -173,8 +186,16 @@ impl MailboxView {
     /// Catches up with what the store reports changed since `self.modseq`, appending the
     /// untagged responses to `out`. EXPUNGE responses are only emitted when
     /// `allow_expunge` (not during FETCH, STORE or SEARCH); until then the messages stay
-    /// in the view.
-    pub fn apply(&mut self, changes: MailboxChanges, allow_expunge: bool, out: &mut Vec<u8>) {
+    /// in the view. A `condstore` session (RFC 7162 3.1) is told MODSEQ with every flag
+    /// change, and also of a message whose MODSEQ moved while its flags came back to
+    /// what they were.
+    pub fn apply(
+        &mut self,
+        changes: MailboxChanges,
+        allow_expunge: bool,
+        condstore: bool,
+        out: &mut Vec<u8>,
+    ) {
         for uid in changes.expunged {
             if self.uids.binary_search(&uid).is_ok() {
                 self.pending_expunge.insert(uid);
@@ -188,14 +209,24 @@ impl MailboxView {
         for meta in changes.changed {
             match self.uids.binary_search(&meta.uid) {
                 Ok(i) => {
-                    if self.flags[i] != meta.flags && !self.pending_expunge.contains(&meta.uid) {
+                    if self.pending_expunge.contains(&meta.uid) {
+                        continue;
+                    }
+                    let newer = meta.modseq > self.modseqs[i];
+                    if newer {
+                        self.modseqs[i] = meta.modseq;
+                    }
+                    if self.flags[i] != meta.flags {
                         self.flags[i] = meta.flags.clone();
+                        flag_updates.push(meta.uid);
+                    } else if newer && condstore {
                         flag_updates.push(meta.uid);
                     }
                 }
                 Err(_) if meta.uid > self.last_uid() => {
                     self.uids.push(meta.uid);
                     self.flags.push(meta.flags);
+                    self.modseqs.push(meta.modseq);
                 }
                 // Expunged before we ever saw it, or older than what we hold.
                 Err(_) => {}
@@ -220,8 +251,9 @@ impl MailboxView {
         for uid in flag_updates {
             if let (Some(seq), Some(flags)) = (self.seq_of(uid), self.flags_of(uid)) {
                 let line = format!(
-                    "* {seq} FETCH (UID {uid} FLAGS {})\r\n",
-                    flag_list(flags, self.is_recent(uid))
+                    "* {seq} FETCH (UID {uid} FLAGS {}{})\r\n",
+                    flag_list(flags, self.is_recent(uid)),
+                    self.modseq_item(uid, condstore)
                 );
                 out.extend_from_slice(line.as_bytes());
             }
@@ -239,8 +271,17 @@ impl MailboxView {
             if let Ok(i) = self.uids.binary_search(&uid) {
                 self.uids.remove(i);
                 self.flags.remove(i);
+                self.modseqs.remove(i);
                 out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
             }
+        }
+    }
+
+    /// ` MODSEQ (n)` for a CONDSTORE-aware session's FETCH responses, else nothing.
+    pub fn modseq_item(&self, uid: u32, condstore: bool) -> String {
+        match self.modseq_of(uid) {
+            Some(modseq) if condstore => format!(" MODSEQ ({modseq})"),
+            _ => String::new(),
         }
     }
 
@@ -362,7 +403,7 @@ mod tests {
             changed: vec![],
             expunged: vec![3, 9],
         };
-        v.apply(changes, false, &mut out);
+        v.apply(changes, false, false, &mut out);
         assert!(out.is_empty());
         assert_eq!(v.exists(), 3);
         v.flush_expunges(&mut out);
@@ -385,7 +426,7 @@ mod tests {
             changed: vec![changed, meta(4)],
             expunged: vec![],
         };
-        v.apply(changes, true, &mut out);
+        v.apply(changes, true, false, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("* 2 EXISTS\r\n"), "{text}");
         assert!(
@@ -393,6 +434,47 @@ mod tests {
             "{text}"
         );
         assert_eq!(v.modseq, 7);
+    }
+
+    #[test]
+    fn condstore_sessions_are_told_modseq() {
+        let mut v = view(&[3, 4]);
+        let mut out = Vec::new();
+        let mut flagged = meta(3);
+        flagged.modseq = 8;
+        flagged.flags.system.0 = cpmstore_storage::SystemFlags::FLAGGED;
+        // 4's flags came back to what they were, but its MODSEQ moved.
+        let mut same = meta(4);
+        same.modseq = 8;
+        let changes = MailboxChanges {
+            highestmodseq: 8,
+            uidnext: 100,
+            changed: vec![flagged.clone(), same.clone()],
+            expunged: vec![],
+        };
+        v.apply(changes.clone(), true, true, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "* 1 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (8))\r\n\
+             * 2 FETCH (UID 4 FLAGS () MODSEQ (8))\r\n"
+        );
+        assert_eq!(v.modseq_of(3), Some(8));
+        // The same changes again: nothing new to tell.
+        let mut out = Vec::new();
+        v.apply(changes, true, true, &mut out);
+        assert!(out.is_empty());
+        // Without CONDSTORE, a MODSEQ alone is not news.
+        let mut plain = view(&[4]);
+        let mut out = Vec::new();
+        let changes = MailboxChanges {
+            highestmodseq: 8,
+            uidnext: 100,
+            changed: vec![same],
+            expunged: vec![],
+        };
+        plain.apply(changes, true, false, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(plain.modseq_of(4), Some(8));
     }
 
     #[test]

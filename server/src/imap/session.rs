@@ -57,6 +57,9 @@ pub struct Session {
     pub account_slot: Option<super::AccountSlot>,
     /// Next handler result asked by a command (STARTTLS, LOGOUT).
     pub next: Next,
+    /// CONDSTORE is enabled (RFC 7162 3.1): by ENABLE or any CONDSTORE-enabling
+    /// command, for the rest of the connection.
+    pub condstore: bool,
 }
 
 /// Flush `out` to the socket once it holds this much, so a large FETCH streams.
@@ -80,6 +83,7 @@ impl Session {
             auth_failures: 0,
             account_slot: None,
             next: Next::Continue,
+            condstore: false,
         }
     }
 
@@ -195,6 +199,7 @@ impl Session {
             "CHILDREN",
             "SPECIAL-USE",
             "MOVE",
+            "CONDSTORE",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(
@@ -202,6 +207,21 @@ impl Session {
             self.ctx.limits.max_literal_bytes
         ));
         s
+    }
+
+    /// Makes the session CONDSTORE-aware (RFC 7162 3.1); returns whether it was not yet.
+    /// A mailbox selected at that moment has its HIGHESTMODSEQ told, as SELECT would
+    /// have told it (Dovecot does the same).
+    pub fn enable_condstore(&mut self) -> bool {
+        if self.condstore {
+            return false;
+        }
+        self.condstore = true;
+        if let Some(view) = self.view() {
+            let line = format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq);
+            self.out.extend_from_slice(line.as_bytes());
+        }
+        true
     }
 
     /// Catches the selected mailbox up with the store when something may have changed.
@@ -230,7 +250,7 @@ impl Session {
             };
             view.add_recent(recent);
         }
-        view.apply(changes, allow_expunge, &mut self.out);
+        view.apply(changes, allow_expunge, self.condstore, &mut self.out);
         self.dirty = false;
         Ok(())
     }

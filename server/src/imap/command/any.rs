@@ -59,10 +59,18 @@ pub fn id(
     Ok(Done::text("ID completed."))
 }
 
-/// RFC 5161 ENABLE: none of the capabilities we advertise needs enabling yet, so
-/// nothing is enabled and the untagged ENABLED lists nothing.
-pub fn enable(s: &mut Session, _capabilities: Vec1<CapabilityEnable<'static>>) -> CmdResult {
-    s.out.extend_from_slice(b"* ENABLED\r\n");
+/// RFC 5161 ENABLE: CONDSTORE is the one capability we advertise that can be enabled;
+/// ENABLED lists it when this command enabled it (not when it already was), and
+/// nothing else.
+pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) -> CmdResult {
+    let mut enabled = String::from("* ENABLED");
+    for capability in capabilities.as_ref() {
+        if matches!(capability, CapabilityEnable::CondStore) && s.enable_condstore() {
+            enabled.push_str(" CONDSTORE");
+        }
+    }
+    enabled.push_str("\r\n");
+    s.out.extend_from_slice(enabled.as_bytes());
     Ok(Done::text("Enabled."))
 }
 

@@ -6,6 +6,10 @@
 //! item needs it. `BODY[...]`, `RFC822` and `RFC822.TEXT` set `\Seen` (once, for the
 //! whole command, before any data goes out) on a read-write mailbox; a message whose
 //! flags this changed gets a FLAGS item even if none was asked, as Dovecot does.
+//!
+//! CONDSTORE (RFC 7162 3.1): the `MODSEQ` item and the `(CHANGEDSINCE n)` modifier both
+//! enable it; once enabled, FLAGS brings MODSEQ along (as in Dovecot), and a message
+//! whose flags this FETCH changed is answered with its UID and MODSEQ too.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -15,6 +19,7 @@ use std::num::NonZeroU32;
 use cpmstore_storage::{FlagOp, Flags, MessageMeta, SystemFlags};
 use futures::TryStreamExt;
 use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
@@ -22,7 +27,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::to_ranges;
+use crate::imap::mailbox_view::{MailboxView, to_ranges};
 use crate::imap::mime::{self, Message};
 use crate::imap::response::{flag_list, string};
 use crate::imap::session::{Session, State};
@@ -36,20 +41,44 @@ pub async fn fetch(
     sequence_set: &SequenceSet,
     names: MacroOrMessageDataItemNames<'static>,
     uid: bool,
+    modifiers: &[FetchModifier],
 ) -> CmdResult {
-    let request = Request::new(names, uid)?;
+    let mut changed_since = None;
+    for modifier in modifiers {
+        match modifier {
+            FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+            FetchModifier::Vanished => {
+                return Err(CmdError::bad(
+                    "VANISHED needs QRESYNC, which is not enabled.",
+                ));
+            }
+        }
+    }
+    let mut request = Request::new(names, uid)?;
+    if changed_since.is_some() || request.items.contains(&Item::ModSeq) {
+        // A CONDSTORE-enabling command (RFC 7162 3.1).
+        s.enable_condstore();
+    }
+    if changed_since.is_some() || (s.condstore && request.items.contains(&Item::Flags)) {
+        request.add(Item::ModSeq);
+    }
     let account = s
         .user()
         .map(|user| user.id)
         .ok_or_else(|| CmdError::bad("Not authenticated."))?;
     if request.answerable_from_view() {
-        return fetch_from_view(s, sequence_set, uid, &request).await;
+        return fetch_from_view(s, sequence_set, uid, &request, changed_since).await;
     }
+    let condstore = s.condstore;
     let (mailbox, read_only, uids, skipped) = {
         let view = s
             .view()
             .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
-        let uids = view.resolve(sequence_set, uid).map_err(CmdError::bad)?;
+        let uids = changed_after(
+            view,
+            view.resolve(sequence_set, uid).map_err(CmdError::bad)?,
+            changed_since,
+        );
         // Expunged in the store but not yet told: not fetchable any more.
         let (live, gone): (Vec<u32>, Vec<u32>) =
             uids.into_iter().partition(|&u| !view.is_expunged(u));
@@ -88,7 +117,7 @@ pub async fn fetch(
             if let Some(view) = s.view_mut() {
                 for meta in changed {
                     now_seen.insert(meta.uid);
-                    view.set_flags(meta.uid, meta.flags);
+                    view.set_flags(meta.uid, meta.flags, meta.modseq);
                 }
             }
         }
@@ -108,9 +137,10 @@ pub async fn fetch(
                     view.seq_of(meta.uid)?,
                     view.flags_of(meta.uid)?.clone(),
                     view.is_recent(meta.uid),
+                    view.modseq_of(meta.uid)?,
                 ))
             });
-            let Some((seq, flags, recent)) = known else {
+            let Some((seq, flags, recent, modseq)) = known else {
                 continue;
             };
             let raw = if request.needs_content {
@@ -122,7 +152,9 @@ pub async fn fetch(
                 seq,
                 flags: &flags,
                 recent,
+                modseq,
                 flags_changed: now_seen.contains(&meta.uid),
+                condstore,
             };
             request.write(&mut s.out, &meta, &status, raw.as_deref());
             s.maybe_flush().await?;
@@ -147,23 +179,32 @@ async fn fetch_from_view(
     sequence_set: &SequenceSet,
     uid: bool,
     request: &Request,
+    changed_since: Option<u64>,
 ) -> CmdResult {
-    let uids = s
+    let condstore = s.condstore;
+    let view = s
         .view()
-        .ok_or_else(|| CmdError::bad("No mailbox selected."))?
-        .resolve(sequence_set, uid)
-        .map_err(CmdError::bad)?;
+        .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+    let uids = changed_after(
+        view,
+        view.resolve(sequence_set, uid).map_err(CmdError::bad)?,
+        changed_since,
+    );
     for chunk in uids.chunks(CHUNK) {
         let State::Selected { view, .. } = &s.state else {
             return Err(CmdError::bad("No mailbox selected."));
         };
         for &uid in chunk {
-            if let (Some(seq), Some(flags)) = (view.seq_of(uid), view.flags_of(uid)) {
+            if let (Some(seq), Some(flags), Some(modseq)) =
+                (view.seq_of(uid), view.flags_of(uid), view.modseq_of(uid))
+            {
                 let status = Status {
                     seq,
                     flags,
                     recent: view.is_recent(uid),
+                    modseq,
                     flags_changed: false,
+                    condstore,
                 };
                 request.write(&mut s.out, &view_meta(uid), &status, None);
             }
@@ -171,6 +212,18 @@ async fn fetch_from_view(
         s.maybe_flush().await?;
     }
     Ok(Done::text("Fetch completed."))
+}
+
+/// The UIDs whose MODSEQ (as the view knows it) is above `since`, all with `None`
+/// (FETCH's CHANGEDSINCE modifier).
+fn changed_after(view: &MailboxView, uids: Vec<u32>, since: Option<u64>) -> Vec<u32> {
+    match since {
+        None => uids,
+        Some(since) => uids
+            .into_iter()
+            .filter(|&u| view.modseq_of(u).is_some_and(|m| m > since))
+            .collect(),
+    }
 }
 
 /// One data item asked for.
@@ -186,6 +239,7 @@ enum Item {
     Rfc822,
     Rfc822Header,
     Rfc822Text,
+    ModSeq,
     Section {
         section: Option<Section<'static>>,
         partial: Option<(u32, NonZeroU32)>,
@@ -208,8 +262,11 @@ struct Status<'a> {
     seq: u32,
     flags: &'a Flags,
     recent: bool,
+    modseq: u64,
     /// This command set `\Seen`: the client is told the new flags.
     flags_changed: bool,
+    /// The session is CONDSTORE-aware: changed flags come with UID and MODSEQ.
+    condstore: bool,
 }
 
 impl Request {
@@ -253,7 +310,8 @@ impl Request {
                     sets_seen |= !peek;
                     Item::Section { section, partial }
                 }
-                // BINARY (RFC 3516) and CONDSTORE items: not advertised.
+                MessageDataItemName::ModSeq => Item::ModSeq,
+                // BINARY (RFC 3516): not advertised.
                 _ => return Err(CmdError::bad("Unsupported FETCH item.")),
             };
             if item == Item::Uid {
@@ -267,7 +325,7 @@ impl Request {
         let needs_content = items.iter().any(|item| {
             !matches!(
                 item,
-                Item::Uid | Item::Flags | Item::InternalDate | Item::Rfc822Size
+                Item::Uid | Item::Flags | Item::InternalDate | Item::Rfc822Size | Item::ModSeq
             )
         });
         Ok(Request {
@@ -277,13 +335,20 @@ impl Request {
         })
     }
 
-    /// Whether every item asked for is one the mailbox view holds (UID, FLAGS).
+    /// Adds an item the client did not ask for (MODSEQ), unless it is there.
+    fn add(&mut self, item: Item) {
+        if !self.items.contains(&item) {
+            self.items.push(item);
+        }
+    }
+
+    /// Whether every item asked for is one the mailbox view holds (UID, FLAGS, MODSEQ).
     fn answerable_from_view(&self) -> bool {
         !self.sets_seen
             && self
                 .items
                 .iter()
-                .all(|item| matches!(item, Item::Uid | Item::Flags))
+                .all(|item| matches!(item, Item::Uid | Item::Flags | Item::ModSeq))
     }
 
     /// Appends one message's untagged FETCH response. `raw` is the message content,
@@ -317,6 +382,9 @@ impl Request {
                 ),
                 Item::Rfc822Size => {
                     out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes())
+                }
+                Item::ModSeq => {
+                    out.extend_from_slice(format!("MODSEQ ({})", status.modseq).as_bytes())
                 }
                 Item::Envelope => {
                     out.extend_from_slice(b"ENVELOPE ");
@@ -370,6 +438,14 @@ impl Request {
             out.extend_from_slice(
                 format!(" FLAGS {}", flag_list(status.flags, status.recent)).as_bytes(),
             );
+        }
+        if status.flags_changed && status.condstore {
+            if !self.items.contains(&Item::Uid) {
+                out.extend_from_slice(format!(" UID {}", meta.uid).as_bytes());
+            }
+            if !self.items.contains(&Item::ModSeq) {
+                out.extend_from_slice(format!(" MODSEQ ({})", status.modseq).as_bytes());
+            }
         }
         out.extend_from_slice(b")\r\n");
     }
@@ -544,7 +620,9 @@ mod tests {
             seq: 3,
             flags: &flags,
             recent: false,
+            modseq: 42,
             flags_changed,
+            condstore: false,
         };
         let mut out = Vec::new();
         request.write(&mut out, &meta(), &status, Some(MESSAGE.as_bytes()));

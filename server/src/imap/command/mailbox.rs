@@ -158,6 +158,10 @@ pub async fn status(
         Err(e) => return Err(e.into()),
     };
     let counts = s.ctx.store.mailbox_counts(account, mb.id).await?;
+    // A CONDSTORE-enabling command (RFC 7162 3.1).
+    if items.contains(&StatusDataItemName::HighestModSeq) {
+        s.enable_condstore();
+    }
     let mut parts = Vec::new();
     for item in items {
         match item {
@@ -176,6 +180,9 @@ pub async fn status(
                 parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))
             }
             StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", counts.unseen)),
+            StatusDataItemName::HighestModSeq => {
+                parts.push(format!("HIGHESTMODSEQ {}", mb.highestmodseq))
+            }
             _ => return Err(CmdError::bad("Unsupported STATUS item.")),
         }
     }

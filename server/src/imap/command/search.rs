@@ -14,6 +14,11 @@
 //! addresses as `Display Name <local@domain>`; BODY sees the decoded text parts (transfer
 //! encoding undone, charset converted to UTF-8 by mail-parser), including those of
 //! attached messages along with their headers; TEXT sees the header and the body.
+//!
+//! CONDSTORE (RFC 7162 3.1.5): `MODSEQ n` matches messages whose MODSEQ is at least `n`
+//! (the form with an entry name is treated as the plain one, which the RFC allows, as
+//! we keep one MODSEQ per message); a SEARCH using it enables CONDSTORE, and its answer
+//! ends with `(MODSEQ m)`, the highest MODSEQ of the messages found.
 
 use std::cell::OnceCell;
 
@@ -49,6 +54,11 @@ pub async fn search(
 ) -> CmdResult {
     check_charset(charset.as_ref())?;
     let query = Query::compile_all(criteria.as_ref())?;
+    let uses_modseq = query.uses_modseq();
+    if uses_modseq {
+        // A CONDSTORE-enabling command (RFC 7162 3.1).
+        s.enable_condstore();
+    }
     let store = s.ctx.store.clone();
     let (Some(user), Some(view)) = (s.user(), s.view()) else {
         return Err(CmdError::bad("No mailbox selected."));
@@ -63,7 +73,12 @@ pub async fn search(
         .iter()
         .map(|&(seq, msg_uid)| if uid { msg_uid } else { seq })
         .collect();
-    s.out.extend_from_slice(&search_response(&numbers));
+    let highest = hits
+        .iter()
+        .filter_map(|&(_, msg_uid)| view.modseq_of(msg_uid))
+        .max()
+        .filter(|_| uses_modseq);
+    s.out.extend_from_slice(&search_response(&numbers, highest));
     s.maybe_flush().await?;
     Ok(Done::text("Search completed."))
 }
@@ -144,7 +159,8 @@ async fn run(
         let flags = view.flags_of(uid).unwrap_or(&no_flags);
         match decide(
             query,
-            &MessageContext::new(seq, uid, flags, view.is_recent(uid), last),
+            &MessageContext::new(seq, uid, flags, view.is_recent(uid), last)
+                .with_modseq(view.modseq_of(uid)),
         ) {
             Some(true) => hits.push((seq, uid)),
             Some(false) => {}
@@ -160,15 +176,19 @@ async fn run(
             // The flags the client was told, like tier 1.
             let flags = view.flags_of(meta.uid).unwrap_or(&meta.flags);
             let recent = view.is_recent(meta.uid);
+            let modseq = view.modseq_of(meta.uid);
             let decided = decide(
                 query,
-                &MessageContext::new(seq, meta.uid, flags, recent, last).with_meta(&meta),
+                &MessageContext::new(seq, meta.uid, flags, recent, last)
+                    .with_modseq(modseq)
+                    .with_meta(&meta),
             );
             let hit = match decided {
                 Some(hit) => hit,
                 None => match source.blob(&meta.blob).await {
                     Ok(raw) => {
                         let ctx = MessageContext::new(seq, meta.uid, flags, recent, last)
+                            .with_modseq(modseq)
                             .with_meta(&meta);
                         matches(query, &ctx.with_content(&raw))
                     }
@@ -186,13 +206,17 @@ async fn run(
     Ok(hits)
 }
 
-/// `* SEARCH 2 5 7\r\n`, or `* SEARCH\r\n` for no match.
-fn search_response(numbers: &[u32]) -> Vec<u8> {
-    let mut line = String::with_capacity(10 + numbers.len() * 6);
+/// `* SEARCH 2 5 7\r\n`, or `* SEARCH\r\n` for no match; `highest` adds
+/// ` (MODSEQ m)` (a search with MODSEQ that found something).
+fn search_response(numbers: &[u32], highest: Option<u64>) -> Vec<u8> {
+    let mut line = String::with_capacity(30 + numbers.len() * 6);
     line.push_str("* SEARCH");
     for n in numbers {
         line.push(' ');
         line.push_str(&n.to_string());
+    }
+    if let Some(highest) = highest {
+        line.push_str(&format!(" (MODSEQ {highest})"));
     }
     line.push_str("\r\n");
     line.into_bytes()
@@ -217,6 +241,8 @@ pub enum Query {
     /// A keyword is set (compared case-insensitively).
     Keyword(String),
     Recent,
+    /// The message's MODSEQ is at least this (CONDSTORE).
+    ModSeq(u64),
     Larger(u64),
     Smaller(u64),
     /// The internal date, as a calendar date in its own zone.
@@ -324,6 +350,8 @@ impl Query {
             K::Keyword(atom) => Query::Keyword(atom.inner().to_string()),
             K::Unkeyword(atom) => Query::not(Query::Keyword(atom.inner().to_string())),
             K::Recent => Query::Recent,
+            // One MODSEQ per message: the entry name and type change nothing.
+            K::ModSequence { modseq, .. } => Query::ModSeq(*modseq),
             K::Old => Query::not(Query::Recent),
             K::New => Query::And(vec![
                 Query::Recent,
@@ -358,6 +386,17 @@ impl Query {
         })
     }
 
+    /// Whether a MODSEQ key appears anywhere in the query.
+    pub fn uses_modseq(&self) -> bool {
+        match self {
+            Query::ModSeq(_) => true,
+            Query::And(qs) => qs.iter().any(Query::uses_modseq),
+            Query::Or(a, b) => a.uses_modseq() || b.uses_modseq(),
+            Query::Not(q) => q.uses_modseq(),
+            _ => false,
+        }
+    }
+
     fn not(q: Query) -> Query {
         Query::Not(Box::new(q))
     }
@@ -369,7 +408,8 @@ impl Query {
             | Query::Uid(_)
             | Query::Flag(_)
             | Query::Keyword(_)
-            | Query::Recent => Cost::View,
+            | Query::Recent
+            | Query::ModSeq(_) => Cost::View,
             Query::Larger(_) | Query::Smaller(_) | Query::Internal(..) => Cost::Row,
             Query::Sent(..) | Query::Address(..) | Query::Header(..) => Cost::Headers,
             Query::Body(_) | Query::Text(_) => Cost::Content,
@@ -397,6 +437,8 @@ pub struct MessageContext<'a> {
     pub flags: &'a Flags,
     pub recent: bool,
     pub last: Last,
+    /// The MODSEQ: the view's, or the row's when given.
+    modseq: Option<u64>,
     row: Option<Row>,
     content: Option<Content<'a>>,
 }
@@ -417,13 +459,21 @@ impl<'a> MessageContext<'a> {
             flags,
             recent,
             last,
+            modseq: None,
             row: None,
             content: None,
         }
     }
 
+    /// Adds the MODSEQ the session's view knows.
+    pub fn with_modseq(mut self, modseq: Option<u64>) -> Self {
+        self.modseq = modseq.or(self.modseq);
+        self
+    }
+
     /// Adds what the message row tells (size, internal date).
     pub fn with_meta(mut self, meta: &MessageMeta) -> Self {
+        self.modseq = self.modseq.or(Some(meta.modseq));
         self.row = Some(Row {
             size: meta.size,
             internal_date: meta.internal_date,
@@ -493,6 +543,7 @@ pub fn decide(query: &Query, msg: &MessageContext<'_>) -> Option<bool> {
                 .any(|k| k.eq_ignore_ascii_case(kw)),
         ),
         Query::Recent => Some(msg.recent),
+        Query::ModSeq(n) => msg.modseq.map(|m| m >= *n),
         Query::Larger(n) => msg.row.map(|r| r.size > *n),
         Query::Smaller(n) => msg.row.map(|r| r.size < *n),
         Query::Internal(cmp, key) => {
@@ -1351,7 +1402,7 @@ nested body words\r\n\
             changed: vec![],
             expunged: vec![7],
         };
-        view.apply(changes, false, &mut out);
+        view.apply(changes, false, false, &mut out);
         // The store no longer has uid 7; the client still knows it as message 2.
         let fake = Fake {
             rows: fake.rows.into_iter().filter(|(m, _)| m.uid != 7).collect(),
@@ -1403,8 +1454,30 @@ nested body words\r\n\
 
     #[test]
     fn response_line() {
-        assert_eq!(search_response(&[]), b"* SEARCH\r\n");
-        assert_eq!(search_response(&[2, 5, 7]), b"* SEARCH 2 5 7\r\n");
+        assert_eq!(search_response(&[], None), b"* SEARCH\r\n");
+        assert_eq!(search_response(&[2, 5, 7], None), b"* SEARCH 2 5 7\r\n");
+        assert_eq!(
+            search_response(&[2, 5], Some(917)),
+            b"* SEARCH 2 5 (MODSEQ 917)\r\n"
+        );
+    }
+
+    #[test]
+    fn modseq_key() {
+        // The entry-name form is the plain one (one MODSEQ per message).
+        assert_eq!(query("MODSEQ 7"), Query::ModSeq(7));
+        assert_eq!(query("MODSEQ \"/flags/\\\\seen\" all 7"), Query::ModSeq(7));
+        assert!(query("OR MODSEQ 7 SEEN").uses_modseq());
+        assert!(!query("SEEN").uses_modseq());
+        let flags = Flags::default();
+        let ctx = |m: Option<u64>| MessageContext::new(1, 1, &flags, false, LAST).with_modseq(m);
+        let q = query("MODSEQ 7");
+        assert_eq!(decide(&q, &ctx(Some(7))), Some(true));
+        assert_eq!(decide(&q, &ctx(Some(6))), Some(false));
+        assert_eq!(decide(&q, &ctx(None)), None);
+        let mut meta = msg(PLAIN).meta();
+        meta.modseq = 9;
+        assert_eq!(decide(&q, &ctx(None).with_meta(&meta)), Some(true));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! SELECT and EXAMINE.
+//! SELECT and EXAMINE, with RFC 7162's `(CONDSTORE)` parameter: a CONDSTORE-aware
+//! session is told `OK [HIGHESTMODSEQ n]`.
 
 use futures::TryStreamExt;
+use imap_codec::imap_types::command::SelectParameter;
 use imap_codec::imap_types::mailbox::Mailbox;
 
 use cpmstore_storage::UidRange;
@@ -10,12 +12,28 @@ use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::MailboxView;
 use crate::imap::session::{Session, State};
 
-pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> CmdResult {
+pub async fn select(
+    s: &mut Session,
+    mailbox: &Mailbox<'_>,
+    parameters: &[SelectParameter],
+    read_only: bool,
+) -> CmdResult {
     let Some(user) = s.user().cloned() else {
         return Err(CmdError::bad("Not logged in."));
     };
+    // QRESYNC is not advertised, so its parameter is not valid here.
+    if parameters
+        .iter()
+        .any(|p| matches!(p, SelectParameter::QResync { .. }))
+    {
+        return Err(CmdError::bad("QRESYNC is not enabled."));
+    }
     // Selecting (even failing to) leaves the previously selected mailbox, without expunge.
     s.state = State::Authenticated { user: user.clone() };
+    if parameters.contains(&SelectParameter::CondStore) {
+        // Nothing is selected now: SELECT's own answer tells HIGHESTMODSEQ.
+        s.enable_condstore();
+    }
     let name = mailbox_name(mailbox)?;
     let store = s.ctx.store.clone();
     let mb = match store.mailbox(user.id, &name).await {
@@ -67,10 +85,13 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
         "* OK [UIDNEXT {}] Predicted next UID.\r\n",
         view.last_uid().max(view.mailbox.uidnext.saturating_sub(1)) + 1
     ));
-    s.out.extend_from_slice(lines.as_bytes());
     // Anything committed between the snapshot and now is picked up by the catch-up
     // that follows every command.
     view.modseq = view.modseq.min(view.mailbox.highestmodseq);
+    if s.condstore {
+        lines.push_str(&format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq));
+    }
+    s.out.extend_from_slice(lines.as_bytes());
     s.state = State::Selected {
         user,
         view: Box::new(view),

@@ -1,12 +1,16 @@
-//! STORE and UID STORE.
+//! STORE and UID STORE, with RFC 7162's `(UNCHANGEDSINCE n)` modifier: messages changed
+//! after `n` are left alone and listed in `OK [MODIFIED set]`.
+
+use std::collections::HashMap;
 
 use cpmstore_storage::FlagOp;
+use imap_codec::imap_types::command::StoreModifier;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::to_flags;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::to_ranges;
+use crate::imap::mailbox_view::{to_ranges, uid_set_string};
 use crate::imap::response::flag_list;
 use crate::imap::session::{Session, State};
 
@@ -17,8 +21,19 @@ pub async fn store(
     response: StoreResponse,
     flags: &[Flag<'_>],
     uid: bool,
+    modifiers: &[StoreModifier],
 ) -> CmdResult {
     let flags = to_flags(flags)?;
+    let unchanged_since = modifiers
+        .iter()
+        .map(|m| match m {
+            StoreModifier::UnchangedSince(n) => *n,
+        })
+        .min();
+    if unchanged_since.is_some() {
+        // A CONDSTORE-enabling command (RFC 7162 3.1).
+        s.enable_condstore();
+    }
     let (account, mailbox, uids) = match &s.state {
         State::Selected { user, view } => {
             if view.read_only {
@@ -37,56 +52,100 @@ pub async fn store(
         uids.iter().partition(|u| !view.is_expunged(**u))
     };
     if live.is_empty() {
-        return finish(gone.is_empty());
+        return finish(gone.is_empty(), String::new());
     }
     let op = match kind {
         StoreType::Replace => FlagOp::Replace,
         StoreType::Add => FlagOp::Add,
         StoreType::Remove => FlagOp::Remove,
     };
-    let changed = s
-        .ctx
-        .store
-        .store_flags(account, mailbox, &to_ranges(&live), op, &flags, None)
-        .await?;
+    let ranges = to_ranges(&live);
+    let (changed, modified) = match unchanged_since {
+        None => (
+            s.ctx
+                .store
+                .store_flags(account, mailbox, &ranges, op, &flags, None)
+                .await?,
+            Vec::new(),
+        ),
+        Some(limit) => {
+            let outcome = s
+                .ctx
+                .store
+                .store_flags_conditional(account, mailbox, &ranges, op, &flags, limit)
+                .await?;
+            (outcome.changed, outcome.modified)
+        }
+    };
+    let condstore = s.condstore;
     let Some(view) = s.view_mut() else {
         return Err(CmdError::bad("No mailbox selected."));
     };
+    let mut changed_modseq = HashMap::with_capacity(changed.len());
     for meta in changed {
-        view.set_flags(meta.uid, meta.flags);
+        changed_modseq.insert(meta.uid, meta.modseq);
+        view.set_flags(meta.uid, meta.flags, meta.modseq);
     }
     // New keywords are announced by the catch-up that follows; announce them there.
     if !flags.keywords.is_empty() {
         s.dirty = true;
     }
-    if response == StoreResponse::Answer {
-        let view = s
-            .view()
-            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
-        let mut out = Vec::new();
-        for u in &live {
-            if let (Some(seq), Some(f)) = (view.seq_of(*u), view.flags_of(*u)) {
-                let line = if uid {
-                    format!(
-                        "* {seq} FETCH (UID {u} FLAGS {})\r\n",
-                        flag_list(f, view.is_recent(*u))
-                    )
-                } else {
-                    format!(
-                        "* {seq} FETCH (FLAGS {})\r\n",
-                        flag_list(f, view.is_recent(*u))
-                    )
-                };
-                out.extend_from_slice(line.as_bytes());
-            }
+    let view = s
+        .view()
+        .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+    let mut out = Vec::new();
+    for u in &live {
+        if modified.binary_search(u).is_ok() {
+            // Not changed: the client learns its flags by fetching them.
+            continue;
         }
-        s.out.extend_from_slice(&out);
+        let (Some(seq), Some(f)) = (view.seq_of(*u), view.flags_of(*u)) else {
+            continue;
+        };
+        let line = if response == StoreResponse::Answer {
+            let uid_item = if uid || condstore {
+                format!("UID {u} ")
+            } else {
+                String::new()
+            };
+            format!(
+                "* {seq} FETCH ({uid_item}FLAGS {}{})\r\n",
+                flag_list(f, view.is_recent(*u)),
+                view.modseq_item(*u, condstore)
+            )
+        } else if condstore && changed_modseq.contains_key(u) {
+            // .SILENT still tells a CONDSTORE client the new MODSEQ (RFC 7162 3.1.3).
+            format!(
+                "* {seq} FETCH (UID {u}{})\r\n",
+                view.modseq_item(*u, condstore)
+            )
+        } else {
+            continue;
+        };
+        out.extend_from_slice(line.as_bytes());
     }
-    finish(gone.is_empty())
+    // MODIFIED lists sequence numbers for STORE, UIDs for UID STORE.
+    let modified = if uid {
+        modified
+    } else {
+        modified
+            .iter()
+            .filter_map(|u| view.seq_of(*u))
+            .collect::<Vec<u32>>()
+    };
+    s.out.extend_from_slice(&out);
+    finish(gone.is_empty(), uid_set_string(&modified))
 }
 
-fn finish(all_there: bool) -> CmdResult {
-    if all_there {
+/// The tagged answer: `OK [MODIFIED set]` when messages failed UNCHANGEDSINCE, NO
+/// `[EXPUNGEISSUED]` when some had been expunged, else OK.
+fn finish(all_there: bool, modified: String) -> CmdResult {
+    if !modified.is_empty() {
+        Ok(Done::with_code(
+            format!("MODIFIED {modified}"),
+            "Conditional STORE failed.",
+        ))
+    } else if all_there {
         Ok(Done::text("Store completed."))
     } else {
         Err(CmdError::no_code(
