@@ -290,19 +290,18 @@ impl MailboxView {
             if gone.is_empty() {
                 return;
             }
-            // Both lists are ascending: one pass keeps the survivors.
-            let mut keep = gone.iter().peekable();
-            let mut i = 0;
-            while i < self.uids.len() {
-                if keep.peek() == Some(&&self.uids[i]) {
-                    keep.next();
-                    self.uids.remove(i);
-                    self.flags.remove(i);
-                    self.modseqs.remove(i);
-                } else {
-                    i += 1;
-                }
-            }
+            // One pass over the three parallel lists keeps the survivors.
+            let keep: Vec<bool> = self
+                .uids
+                .iter()
+                .map(|uid| gone.binary_search(uid).is_err())
+                .collect();
+            let mut k = keep.iter();
+            self.uids.retain(|_| k.next().copied().unwrap_or(true));
+            let mut k = keep.iter();
+            self.flags.retain(|_| k.next().copied().unwrap_or(true));
+            let mut k = keep.iter();
+            self.modseqs.retain(|_| k.next().copied().unwrap_or(true));
             out.extend_from_slice(format!("* VANISHED {}\r\n", uid_set_string(&gone)).as_bytes());
             return;
         }
