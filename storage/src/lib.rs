@@ -505,6 +505,19 @@ pub trait Store: Send + Sync + 'static {
         mailbox: MailboxId,
         since_modseq: u64,
     ) -> Result<MailboxChanges>;
+    /// UIDs expunged from the mailbox after `since_modseq` (by EXPUNGE, UID EXPUNGE,
+    /// CLOSE, MOVE or the move of INBOX's messages on rename), ascending, limited to
+    /// `uids` when given: what QRESYNC calls `VANISHED (EARLIER)`.
+    ///
+    /// Tombstones are kept for the mailbox's life (never pruned), so the answer is
+    /// exact for any `since_modseq`; they go with the mailbox or the account.
+    async fn expunged_since(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since_modseq: u64,
+        uids: Option<&[UidRange]>,
+    ) -> Result<Vec<u32>>;
     /// Bytes used by all the account's messages (each message counted, shared blobs too).
     async fn quota_usage(&self, account: AccountId) -> Result<u64>;
 

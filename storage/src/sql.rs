@@ -1236,6 +1236,43 @@ impl SqlStore {
         Ok(changes)
     }
 
+    async fn expunged_since_tx(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since: u64,
+        uids: Option<&[UidRange]>,
+    ) -> TxResult<Vec<u32>> {
+        let exists = sqlx::query("SELECT 1 FROM mailboxes WHERE account_id = $1 AND id = $2")
+            .bind(account.0)
+            .bind(mailbox.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(not_found_mailbox(mailbox));
+        }
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT uid FROM expunged WHERE account_id = $1 AND mailbox_id = $2 AND modseq > $3 \
+             ORDER BY uid",
+        )
+        .bind(account.0)
+        .bind(mailbox.0)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let uid = to_u32(row.try_get(0)?, "uid")?;
+            // The ranges are filtered here rather than in SQL: a client's set can have
+            // any number of ranges, and a tombstone row is small.
+            if uids.is_none_or(|ranges| ranges.iter().any(|r| r.start <= uid && uid <= r.end)) {
+                out.push(uid);
+            }
+        }
+        Ok(out)
+    }
+
     async fn set_metadata_tx(
         &self,
         account: AccountId,
@@ -1908,6 +1945,18 @@ impl Store for SqlStore {
         since_modseq: u64,
     ) -> Result<MailboxChanges> {
         self.changes_since_tx(account, mailbox, since_modseq)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn expunged_since(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since_modseq: u64,
+        uids: Option<&[UidRange]>,
+    ) -> Result<Vec<u32>> {
+        self.expunged_since_tx(account, mailbox, since_modseq, uids)
             .await
             .map_err(|e| self.fail(e))
     }

@@ -70,6 +70,7 @@ stories!(
     store_flags,
     conditional_store,
     expunge,
+    expunged_since,
     quota,
     claim_recent,
     metadata,
@@ -1915,6 +1916,134 @@ async fn expunge(env: &Env) {
     );
     assert_err!(
         store.changes_since(alice.id, MailboxId(987_654), 0).await,
+        Error::NotFound(_)
+    );
+}
+
+/// The tombstones QRESYNC reads (`VANISHED (EARLIER)`): every expunge path writes
+/// one (EXPUNGE, UID EXPUNGE — CLOSE is the same call — and MOVE), with the MODSEQ
+/// of the expunge, and they can be asked for after a MODSEQ and within UID ranges.
+async fn expunged_since(env: &Env) {
+    let store = &env.store;
+    let alice = store.create_account(bare_account("alice")).await.unwrap();
+    let inbox_id = inbox(store, alice.id).await;
+    let archive = store
+        .create_mailbox(alice.id, folder("Archive"))
+        .await
+        .unwrap();
+    for n in 1..=8 {
+        store
+            .append(alice.id, inbox_id, message(&format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    let modseq = |store: &Arc<dyn Store>| {
+        let store = store.clone();
+        async move {
+            store
+                .mailbox_by_id(alice.id, inbox_id)
+                .await
+                .unwrap()
+                .highestmodseq
+        }
+    };
+    let start = modseq(store).await;
+    assert!(
+        store
+            .expunged_since(alice.id, inbox_id, 0, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let deleted = flags(SystemFlags::DELETED, &[]);
+    let delete = |uids: Vec<UidRange>| {
+        let store = store.clone();
+        let deleted = deleted.clone();
+        async move {
+            store
+                .store_flags(alice.id, inbox_id, &uids, FlagOp::Add, &deleted, None)
+                .await
+                .unwrap();
+        }
+    };
+    // EXPUNGE: 2 and 3.
+    delete(vec![UidRange { start: 2, end: 3 }]).await;
+    assert_eq!(
+        store.expunge(alice.id, inbox_id, None).await.unwrap(),
+        [2, 3]
+    );
+    let after_expunge = modseq(store).await;
+    // UID EXPUNGE: 5 only, though 6 is \Deleted too.
+    delete(vec![UidRange { start: 5, end: 6 }]).await;
+    assert_eq!(
+        store
+            .expunge(alice.id, inbox_id, Some(&[UidRange::one(5)]))
+            .await
+            .unwrap(),
+        [5]
+    );
+    let after_uid_expunge = modseq(store).await;
+    // MOVE: 7.
+    store
+        .move_messages(alice.id, inbox_id, &[UidRange::one(7)], archive.id)
+        .await
+        .unwrap();
+
+    let since = |from: u64, uids: Option<Vec<UidRange>>| {
+        let store = store.clone();
+        async move {
+            store
+                .expunged_since(alice.id, inbox_id, from, uids.as_deref())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(since(start, None).await, [2, 3, 5, 7]);
+    assert_eq!(since(0, None).await, [2, 3, 5, 7]);
+    assert_eq!(since(after_expunge, None).await, [5, 7]);
+    assert_eq!(since(after_uid_expunge, None).await, [7]);
+    assert!(since(modseq(store).await, None).await.is_empty());
+    // Within UID ranges.
+    assert_eq!(
+        since(start, Some(vec![UidRange { start: 3, end: 5 }])).await,
+        [3, 5]
+    );
+    assert_eq!(
+        since(
+            start,
+            Some(vec![
+                UidRange::one(2),
+                UidRange {
+                    start: 6,
+                    end: u32::MAX
+                }
+            ])
+        )
+        .await,
+        [2, 7]
+    );
+    assert!(since(start, Some(vec![UidRange::one(4)])).await.is_empty());
+    // The same as what a catching-up session is told.
+    assert_eq!(
+        store
+            .changes_since(alice.id, inbox_id, start)
+            .await
+            .unwrap()
+            .expunged,
+        [2, 3, 5, 7]
+    );
+    // Another mailbox has its own tombstones: the archive has none.
+    assert!(
+        store
+            .expunged_since(alice.id, archive.id, 0, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_err!(
+        store
+            .expunged_since(alice.id, MailboxId(987_654), 0, None)
+            .await,
         Error::NotFound(_)
     );
 }

@@ -142,7 +142,7 @@ fn capability_enable_and_select_tell_highestmodseq() {
     assert_eq!(r.untagged, vec!["* ENABLED CONDSTORE".to_string()]);
     let r = early.command("SELECT INBOX").ok();
     assert_eq!(highest_in(&r), Some(selected));
-    // QRESYNC is not advertised: its SELECT parameter is refused.
+    // QRESYNC is not enabled (CONDSTORE is not enough): its SELECT parameter is refused.
     let r = early.command("SELECT INBOX (QRESYNC (1 1))");
     assert!(r.status.starts_with("BAD"), "{r:?}");
     // Never NOMODSEQ.

@@ -500,6 +500,7 @@ fn namespace_id_enable_capabilities_after_login() {
         "SPECIAL-USE",
         "MOVE",
         "CONDSTORE",
+        "QRESYNC",
         "APPENDLIMIT=",
     ] {
         assert!(caps.contains(cap), "{cap} missing in {caps}");

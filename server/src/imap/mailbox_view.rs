@@ -1,7 +1,7 @@
 //! What a selected session has told its client about the mailbox — the UID <-> sequence
 //! number map, each message's flags, the MODSEQ it has caught up to — and how it catches
 //! up with the store, emitting EXISTS / RECENT / EXPUNGE / FETCH FLAGS (with MODSEQ
-//! for a CONDSTORE-aware session).
+//! for a CONDSTORE-aware session; `VANISHED` instead of EXPUNGE for a QRESYNC one).
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -11,6 +11,15 @@ use cpmstore_storage::{Flags, Mailbox, MailboxChanges, MessageMeta, UidRange};
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::response::flag_list;
+
+/// What the session has enabled that changes how catching up is told (RFC 7162).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// FETCH responses carry MODSEQ, and a MODSEQ change alone is news.
+    pub condstore: bool,
+    /// Expunges are told as one `VANISHED uid-set` instead of `n EXPUNGE` lines.
+    pub qresync: bool,
+}
 
 /// The selected mailbox as the client knows it.
 pub struct MailboxView {
@@ -105,6 +114,11 @@ impl MailboxView {
         self.recent = merged;
     }
 
+    /// The UIDs in sequence order.
+    pub fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+
     pub fn uid_of(&self, seq: u32) -> Option<u32> {
         self.uids.get((seq as usize).checked_sub(1)?).copied()
     }
@@ -193,16 +207,17 @@ impl MailboxView {
         &mut self,
         changes: MailboxChanges,
         allow_expunge: bool,
-        condstore: bool,
+        report: Report,
         out: &mut Vec<u8>,
     ) {
+        let condstore = report.condstore;
         for uid in changes.expunged {
             if self.uids.binary_search(&uid).is_ok() {
                 self.pending_expunge.insert(uid);
             }
         }
         if allow_expunge {
-            self.flush_expunges(out);
+            self.flush_expunges(report.qresync, out);
         }
         let before = self.uids.len();
         let mut flag_updates = Vec::new();
@@ -261,9 +276,33 @@ impl MailboxView {
         self.modseq = self.modseq.max(changes.highestmodseq);
     }
 
-    /// Tells the client about expunges it has not heard of yet.
-    pub fn flush_expunges(&mut self, out: &mut Vec<u8>) {
+    /// Tells the client about expunges it has not heard of yet: `n EXPUNGE` lines, or
+    /// with QRESYNC (`vanished`) one `VANISHED uid-set` line (RFC 7162 3.2.10).
+    pub fn flush_expunges(&mut self, vanished: bool, out: &mut Vec<u8>) {
         if self.pending_expunge.is_empty() {
+            return;
+        }
+        if vanished {
+            let gone: Vec<u32> = std::mem::take(&mut self.pending_expunge)
+                .into_iter()
+                .filter(|uid| self.uids.binary_search(uid).is_ok())
+                .collect();
+            if gone.is_empty() {
+                return;
+            }
+            // One pass over the three parallel lists keeps the survivors.
+            let keep: Vec<bool> = self
+                .uids
+                .iter()
+                .map(|uid| gone.binary_search(uid).is_err())
+                .collect();
+            let mut k = keep.iter();
+            self.uids.retain(|_| k.next().copied().unwrap_or(true));
+            let mut k = keep.iter();
+            self.flags.retain(|_| k.next().copied().unwrap_or(true));
+            let mut k = keep.iter();
+            self.modseqs.retain(|_| k.next().copied().unwrap_or(true));
+            out.extend_from_slice(format!("* VANISHED {}\r\n", uid_set_string(&gone)).as_bytes());
             return;
         }
         // Highest sequence number first, so the earlier numbers stay valid as we go.
@@ -306,6 +345,22 @@ fn bounds(seq: &Sequence, max: u32) -> (u32, u32) {
         Sequence::Single(s) => (v(s), v(s)),
         Sequence::Range(a, b) => (v(a), v(b)),
     }
+}
+
+/// A client's UID set as store ranges, `*` standing for `max` (RFC 3501: the largest
+/// UID in use).
+pub fn uid_set_ranges(set: &SequenceSet, max: u32) -> Vec<UidRange> {
+    set.0
+        .as_ref()
+        .iter()
+        .map(|seq| {
+            let (a, b) = bounds(seq, max);
+            UidRange {
+                start: a.min(b),
+                end: a.max(b),
+            }
+        })
+        .collect()
 }
 
 /// Compresses ascending UIDs into ranges for the store.
@@ -403,10 +458,10 @@ mod tests {
             changed: vec![],
             expunged: vec![3, 9],
         };
-        v.apply(changes, false, false, &mut out);
+        v.apply(changes, false, Report::default(), &mut out);
         assert!(out.is_empty());
         assert_eq!(v.exists(), 3);
-        v.flush_expunges(&mut out);
+        v.flush_expunges(false, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n"
@@ -426,7 +481,7 @@ mod tests {
             changed: vec![changed, meta(4)],
             expunged: vec![],
         };
-        v.apply(changes, true, false, &mut out);
+        v.apply(changes, true, Report::default(), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("* 2 EXISTS\r\n"), "{text}");
         assert!(
@@ -452,7 +507,7 @@ mod tests {
             changed: vec![flagged.clone(), same.clone()],
             expunged: vec![],
         };
-        v.apply(changes.clone(), true, true, &mut out);
+        v.apply(changes.clone(), true, CONDSTORE, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "* 1 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ (8))\r\n\
@@ -461,7 +516,7 @@ mod tests {
         assert_eq!(v.modseq_of(3), Some(8));
         // The same changes again: nothing new to tell.
         let mut out = Vec::new();
-        v.apply(changes, true, true, &mut out);
+        v.apply(changes, true, CONDSTORE, &mut out);
         assert!(out.is_empty());
         // Without CONDSTORE, a MODSEQ alone is not news.
         let mut plain = view(&[4]);
@@ -472,9 +527,51 @@ mod tests {
             changed: vec![same],
             expunged: vec![],
         };
-        plain.apply(changes, true, false, &mut out);
+        plain.apply(changes, true, Report::default(), &mut out);
         assert!(out.is_empty());
         assert_eq!(plain.modseq_of(4), Some(8));
+    }
+
+    const CONDSTORE: Report = Report {
+        condstore: true,
+        qresync: false,
+    };
+
+    #[test]
+    fn qresync_sessions_are_told_vanished() {
+        let mut v = view(&[3, 5, 6, 9]);
+        let mut out = Vec::new();
+        let changes = MailboxChanges {
+            highestmodseq: 6,
+            uidnext: 100,
+            // 4 was never in the view: not the client's news.
+            changed: vec![],
+            expunged: vec![4, 5, 6, 9],
+        };
+        let report = Report {
+            condstore: true,
+            qresync: true,
+        };
+        v.apply(changes, false, report, &mut out);
+        assert!(out.is_empty(), "deferred like EXPUNGE");
+        v.flush_expunges(true, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "* VANISHED 5:6,9\r\n");
+        assert_eq!((v.exists(), v.uid_of(1), v.uid_of(2)), (1, Some(3), None));
+        let mut out = Vec::new();
+        v.flush_expunges(true, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn uid_set_ranges_resolve_the_star() {
+        assert_eq!(
+            uid_set_ranges(&set("5:*,2,20:10"), 7),
+            vec![
+                UidRange { start: 5, end: 7 },
+                UidRange::one(2),
+                UidRange { start: 10, end: 20 }
+            ]
+        );
     }
 
     #[test]

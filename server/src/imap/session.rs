@@ -16,7 +16,7 @@ use super::ImapCtx;
 use super::codec::{Framed, Incoming};
 use super::command;
 use super::error::{CmdError, CmdResult, status_line};
-use super::mailbox_view::MailboxView;
+use super::mailbox_view::{MailboxView, Report};
 use crate::net::ConnInfo;
 
 /// The session's state; each transition replaces the whole state.
@@ -60,6 +60,9 @@ pub struct Session {
     /// CONDSTORE is enabled (RFC 7162 3.1): by ENABLE or any CONDSTORE-enabling
     /// command, for the rest of the connection.
     pub condstore: bool,
+    /// QRESYNC is enabled (RFC 7162 3.2), by ENABLE only, for the rest of the
+    /// connection; it implies `condstore`. Expunges are then told as `VANISHED`.
+    pub qresync: bool,
 }
 
 /// Flush `out` to the socket once it holds this much, so a large FETCH streams.
@@ -84,6 +87,7 @@ impl Session {
             account_slot: None,
             next: Next::Continue,
             condstore: false,
+            qresync: false,
         }
     }
 
@@ -200,6 +204,7 @@ impl Session {
             "SPECIAL-USE",
             "MOVE",
             "CONDSTORE",
+            "QRESYNC",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(
@@ -224,6 +229,17 @@ impl Session {
         true
     }
 
+    /// Enables QRESYNC (RFC 7162 3.2), and with it CONDSTORE; returns whether it was
+    /// not yet enabled.
+    pub fn enable_qresync(&mut self) -> bool {
+        if self.qresync {
+            return false;
+        }
+        self.enable_condstore();
+        self.qresync = true;
+        true
+    }
+
     /// Catches the selected mailbox up with the store when something may have changed.
     pub async fn catch_up(&mut self, allow_expunge: bool) -> CmdResult<()> {
         self.drain_changes();
@@ -232,7 +248,7 @@ impl Session {
         };
         if !self.dirty {
             if allow_expunge {
-                view.flush_expunges(&mut self.out);
+                view.flush_expunges(self.qresync, &mut self.out);
             }
             return Ok(());
         }
@@ -250,7 +266,11 @@ impl Session {
             };
             view.add_recent(recent);
         }
-        view.apply(changes, allow_expunge, self.condstore, &mut self.out);
+        let report = Report {
+            condstore: self.condstore,
+            qresync: self.qresync,
+        };
+        view.apply(changes, allow_expunge, report, &mut self.out);
         self.dirty = false;
         Ok(())
     }

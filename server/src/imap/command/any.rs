@@ -59,15 +59,34 @@ pub fn id(
     Ok(Done::text("ID completed."))
 }
 
-/// RFC 5161 ENABLE: CONDSTORE is the one capability we advertise that can be enabled;
-/// ENABLED lists it when this command enabled it (not when it already was), and
-/// nothing else.
+/// RFC 5161 ENABLE: CONDSTORE and QRESYNC are the capabilities we advertise that can
+/// be enabled. ENABLED lists those this command enabled (not those that already
+/// were), and nothing else. QRESYNC implies CONDSTORE (RFC 7162 3.2.3) but ENABLED
+/// names CONDSTORE only when the client asked for it too.
 pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) -> CmdResult {
-    let mut enabled = String::from("* ENABLED");
+    let condstore_before = s.condstore;
+    let mut condstore_asked = false;
+    let mut qresync_enabled = false;
     for capability in capabilities.as_ref() {
-        if matches!(capability, CapabilityEnable::CondStore) && s.enable_condstore() {
-            enabled.push_str(" CONDSTORE");
+        match capability {
+            CapabilityEnable::CondStore => condstore_asked = true,
+            other @ CapabilityEnable::Other(_)
+                if other.to_string().eq_ignore_ascii_case("QRESYNC") =>
+            {
+                qresync_enabled |= s.enable_qresync();
+            }
+            _ => {}
         }
+    }
+    if condstore_asked {
+        s.enable_condstore();
+    }
+    let mut enabled = String::from("* ENABLED");
+    if condstore_asked && !condstore_before {
+        enabled.push_str(" CONDSTORE");
+    }
+    if qresync_enabled {
+        enabled.push_str(" QRESYNC");
     }
     enabled.push_str("\r\n");
     s.out.extend_from_slice(enabled.as_bytes());

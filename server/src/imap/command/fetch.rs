@@ -10,6 +10,11 @@
 //! CONDSTORE (RFC 7162 3.1): the `MODSEQ` item and the `(CHANGEDSINCE n)` modifier both
 //! enable it; once enabled, FLAGS brings MODSEQ along (as in Dovecot), and a message
 //! whose flags this FETCH changed is answered with its UID and MODSEQ too.
+//!
+//! QRESYNC (RFC 7162 3.2.6): `UID FETCH set items (CHANGEDSINCE n VANISHED)` first
+//! says `VANISHED (EARLIER)` with the UIDs of the set expunged since `n`. VANISHED
+//! is BAD without QRESYNC enabled, without CHANGEDSINCE, or on a FETCH by sequence
+//! number.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -27,7 +32,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{MailboxView, to_ranges};
+use crate::imap::mailbox_view::{MailboxView, to_ranges, uid_set_ranges, uid_set_string};
 use crate::imap::mime::{self, Message};
 use crate::imap::response::{flag_list, string};
 use crate::imap::session::{Session, State};
@@ -44,17 +49,29 @@ pub async fn fetch(
     modifiers: &[FetchModifier],
 ) -> CmdResult {
     let mut changed_since = None;
+    let mut vanished = false;
     for modifier in modifiers {
         match modifier {
             FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
-            FetchModifier::Vanished => {
-                return Err(CmdError::bad(
-                    "VANISHED needs QRESYNC, which is not enabled.",
-                ));
-            }
+            FetchModifier::Vanished => vanished = true,
+        }
+    }
+    if vanished {
+        if !s.qresync {
+            return Err(CmdError::bad(
+                "VANISHED needs QRESYNC, which is not enabled.",
+            ));
+        }
+        if !uid {
+            return Err(CmdError::bad("VANISHED is only valid with UID FETCH."));
         }
     }
     let mut request = Request::new(names, uid)?;
+    if let (true, Some(since)) = (vanished, changed_since) {
+        vanished_earlier(s, sequence_set, since).await?;
+    } else if vanished {
+        return Err(CmdError::bad("VANISHED needs CHANGEDSINCE."));
+    }
     if changed_since.is_some() || request.items.contains(&Item::ModSeq) {
         // A CONDSTORE-enabling command (RFC 7162 3.1).
         s.enable_condstore();
@@ -169,6 +186,33 @@ pub async fn fetch(
         ));
     }
     Ok(Done::text("Fetch completed."))
+}
+
+/// `VANISHED (EARLIER)` for the UIDs of `set` expunged after `since`. A UID the view
+/// still holds (expunged, but not yet told) is included: EARLIER does not change
+/// the client's message count, and the VANISHED that removes it follows later.
+async fn vanished_earlier(s: &mut Session, set: &SequenceSet, since: u64) -> CmdResult<()> {
+    let (account, mailbox, ranges) = {
+        let view = s
+            .view()
+            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+        let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
+        (
+            view.mailbox.account,
+            view.mailbox.id,
+            uid_set_ranges(set, max),
+        )
+    };
+    let gone = s
+        .ctx
+        .store
+        .expunged_since(account, mailbox, since, Some(&ranges))
+        .await?;
+    if !gone.is_empty() {
+        let line = format!("* VANISHED (EARLIER) {}\r\n", uid_set_string(&gone));
+        s.out.extend_from_slice(line.as_bytes());
+    }
+    Ok(())
 }
 
 /// Answers a FETCH of UID and FLAGS alone from the mailbox view: they are what the

@@ -1402,7 +1402,12 @@ nested body words\r\n\
             changed: vec![],
             expunged: vec![7],
         };
-        view.apply(changes, false, false, &mut out);
+        view.apply(
+            changes,
+            false,
+            crate::imap::mailbox_view::Report::default(),
+            &mut out,
+        );
         // The store no longer has uid 7; the client still knows it as message 2.
         let fake = Fake {
             rows: fake.rows.into_iter().filter(|(m, _)| m.uid != 7).collect(),

@@ -1,5 +1,13 @@
 //! SELECT and EXAMINE, with RFC 7162's `(CONDSTORE)` parameter: a CONDSTORE-aware
-//! session is told `OK [HIGHESTMODSEQ n]`.
+//! session is told `OK [HIGHESTMODSEQ n]`; and its `(QRESYNC (uidvalidity modseq
+//! [known-uids [seq-match-data]]))` parameter (3.2.5), valid once QRESYNC is enabled:
+//! when the UIDVALIDITY matches, the normal answer is followed by `VANISHED (EARLIER)`
+//! for the (known) UIDs expunged since that MODSEQ and a FETCH of UID, FLAGS and
+//! MODSEQ for each (known) message changed since. Tombstones are never pruned, so
+//! the seq-match-data, which only helps a server that forgot some, is ignored.
+//!
+//! A SELECT or EXAMINE while a mailbox is selected first says `OK [CLOSED]` (RFC 7162
+//! 3.2.11, and IMAP4rev2): what follows is about the new mailbox.
 
 use futures::TryStreamExt;
 use imap_codec::imap_types::command::SelectParameter;
@@ -9,8 +17,17 @@ use cpmstore_storage::UidRange;
 
 use super::mailbox_name;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::MailboxView;
+use crate::imap::mailbox_view::{MailboxView, uid_set_ranges, uid_set_string};
+use crate::imap::response::flag_list;
 use crate::imap::session::{Session, State};
+
+/// What a client knew of the mailbox, from the QRESYNC parameter.
+struct Known {
+    uidvalidity: u32,
+    modseq: u64,
+    /// The UIDs it knows, as sent (`*` is resolved against the mailbox).
+    uids: Option<imap_codec::imap_types::sequence::SequenceSet>,
+}
 
 pub async fn select(
     s: &mut Session,
@@ -21,14 +38,31 @@ pub async fn select(
     let Some(user) = s.user().cloned() else {
         return Err(CmdError::bad("Not logged in."));
     };
-    // QRESYNC is not advertised, so its parameter is not valid here.
-    if parameters
-        .iter()
-        .any(|p| matches!(p, SelectParameter::QResync { .. }))
-    {
-        return Err(CmdError::bad("QRESYNC is not enabled."));
+    let mut known = None;
+    for parameter in parameters {
+        if let SelectParameter::QResync {
+            uid_validity,
+            mod_sequence_value,
+            known_uids,
+            seq_match_data: _,
+        } = parameter
+        {
+            // RFC 7162 3.2.5: only after ENABLE QRESYNC.
+            if !s.qresync {
+                return Err(CmdError::bad("QRESYNC is not enabled."));
+            }
+            known = Some(Known {
+                uidvalidity: uid_validity.get(),
+                modseq: mod_sequence_value.get(),
+                uids: known_uids.clone(),
+            });
+        }
     }
     // Selecting (even failing to) leaves the previously selected mailbox, without expunge.
+    if matches!(s.state, State::Selected { .. }) {
+        s.out
+            .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed.\r\n");
+    }
     s.state = State::Authenticated { user: user.clone() };
     if parameters.contains(&SelectParameter::CondStore) {
         // Nothing is selected now: SELECT's own answer tells HIGHESTMODSEQ.
@@ -92,6 +126,11 @@ pub async fn select(
         lines.push_str(&format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq));
     }
     s.out.extend_from_slice(lines.as_bytes());
+    if let Some(known) = known
+        && known.uidvalidity == view.mailbox.uidvalidity
+    {
+        resync(s, &view, &known).await?;
+    }
     s.state = State::Selected {
         user,
         view: Box::new(view),
@@ -102,4 +141,49 @@ pub async fn select(
     } else {
         Done::with_code("READ-WRITE", "Select completed.")
     })
+}
+
+/// Tells a QRESYNC client what changed since it last knew the mailbox: the UIDs
+/// expunged since (`VANISHED (EARLIER)`), then each message changed since, both
+/// limited to its known UIDs when it sent them.
+///
+/// The view is the snapshot the session now stands on: a UID still in it is not told
+/// as vanished (if it goes later, the catch-up says so), one expunged before it is.
+async fn resync(s: &mut Session, view: &MailboxView, known: &Known) -> CmdResult<()> {
+    let account = view.mailbox.account;
+    let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
+    let ranges = known.uids.as_ref().map(|set| uid_set_ranges(set, max));
+    let in_known = |uid: u32| {
+        ranges
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|r| r.start <= uid && uid <= r.end))
+    };
+    let vanished: Vec<u32> = s
+        .ctx
+        .store
+        .expunged_since(account, view.mailbox.id, known.modseq, ranges.as_deref())
+        .await?
+        .into_iter()
+        .filter(|&uid| uid <= max && view.seq_of(uid).is_none())
+        .collect();
+    if !vanished.is_empty() {
+        let line = format!("* VANISHED (EARLIER) {}\r\n", uid_set_string(&vanished));
+        s.out.extend_from_slice(line.as_bytes());
+    }
+    for (i, &uid) in view.uids().iter().enumerate() {
+        let (Some(flags), Some(modseq)) = (view.flags_of(uid), view.modseq_of(uid)) else {
+            continue;
+        };
+        if modseq <= known.modseq || !in_known(uid) {
+            continue;
+        }
+        let line = format!(
+            "* {} FETCH (UID {uid} FLAGS {} MODSEQ ({modseq}))\r\n",
+            i + 1,
+            flag_list(flags, view.is_recent(uid))
+        );
+        s.out.extend_from_slice(line.as_bytes());
+        s.maybe_flush().await?;
+    }
+    Ok(())
 }
