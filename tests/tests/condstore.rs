@@ -540,3 +540,51 @@ fn two_sessions_on_postgres() {
     server.terminate();
     db.drop_now();
 }
+
+/// RFC 7162 3.2: while an expunge is held back (a FETCH is no moment to renumber), the
+/// client may be shown higher MODSEQs of other messages; it is then told a
+/// HIGHESTMODSEQ below the held-back expunge, so resynchronising from what it saw
+/// cannot skip the expunge. Once the EXPUNGE is told, the warning stops.
+#[test]
+fn deferred_expunge_lowers_the_told_highestmodseq() {
+    let server = server_with_user();
+    let mut other = login(&server);
+    fill(&mut other, 3);
+    let mut c = login(&server);
+    c.command("ENABLE CONDSTORE").ok();
+    let selected = c.command("SELECT INBOX").ok();
+    let before = highest_in(&selected).expect("HIGHESTMODSEQ at SELECT");
+
+    other.command("SELECT INBOX").ok();
+    other.command("STORE 1 +FLAGS (\\Deleted)").ok();
+    other.command("EXPUNGE").ok();
+    let expunged_at = status_highest(&mut other);
+    other.command("STORE 2 +FLAGS (\\Flagged)").ok();
+
+    // A FETCH: the expunge of message 1 waits (so the flagged message is still number
+    // 3 here), its new MODSEQ is shown, and the session is told a HIGHESTMODSEQ below
+    // the expunge.
+    let fetched = c.command("FETCH 1:* (FLAGS)").ok();
+    assert!(
+        fetched.lines_with("EXPUNGE").is_empty(),
+        "no EXPUNGE during FETCH: {fetched:#?}"
+    );
+    let flagged = fetches_of(&fetched, 3)
+        .into_iter()
+        .find(|l| l.contains("\\Flagged"))
+        .unwrap_or_else(|| panic!("the flag change is told: {fetched:#?}"));
+    assert!(modseq(&flagged) > expunged_at, "{flagged}");
+    let told = highest_in(&fetched)
+        .unwrap_or_else(|| panic!("HIGHESTMODSEQ told while the expunge waits: {fetched:#?}"));
+    assert!(
+        told >= before && told < expunged_at,
+        "told {told}, SELECT said {before}, expunge at {expunged_at}"
+    );
+
+    // NOOP tells the EXPUNGE; nothing is pending any more.
+    let noop = c.command("NOOP").ok();
+    assert_eq!(noop.lines_with("EXPUNGE").len(), 1, "{noop:#?}");
+    assert_eq!(highest_in(&noop), None, "{noop:#?}");
+    let again = c.command("FETCH 1:* (FLAGS)").ok();
+    assert_eq!(highest_in(&again), None, "{again:#?}");
+}

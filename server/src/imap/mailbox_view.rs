@@ -40,6 +40,9 @@ pub struct MailboxView {
     /// Expunged in the store but not yet told (EXPUNGE is deferred during FETCH, STORE
     /// and SEARCH so sequence numbers stay stable).
     pending_expunge: BTreeSet<u32>,
+    /// The view's MODSEQ when the oldest of `pending_expunge` was deferred: every
+    /// deferred expunge has a higher MODSEQ than this.
+    pending_since: Option<u64>,
     /// Keywords the client has been told in FLAGS.
     pub keywords: Vec<String>,
 }
@@ -70,6 +73,7 @@ impl MailboxView {
             recent: Vec::new(),
             modseq,
             pending_expunge: BTreeSet::new(),
+            pending_since: None,
             keywords,
         };
         view.add_recent(recent);
@@ -214,6 +218,7 @@ impl MailboxView {
         for uid in changes.expunged {
             if self.uids.binary_search(&uid).is_ok() {
                 self.pending_expunge.insert(uid);
+                self.pending_since.get_or_insert(self.modseq);
             }
         }
         if allow_expunge {
@@ -279,6 +284,7 @@ impl MailboxView {
     /// Tells the client about expunges it has not heard of yet: `n EXPUNGE` lines, or
     /// with QRESYNC (`vanished`) one `VANISHED uid-set` line (RFC 7162 3.2.10).
     pub fn flush_expunges(&mut self, vanished: bool, out: &mut Vec<u8>) {
+        self.pending_since = None;
         if self.pending_expunge.is_empty() {
             return;
         }
@@ -313,6 +319,17 @@ impl MailboxView {
                 self.modseqs.remove(i);
                 out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
             }
+        }
+    }
+
+    /// While expunges are deferred, the HIGHESTMODSEQ a CONDSTORE client may safely
+    /// resynchronise from: below every deferred expunge's MODSEQ, though FETCH responses
+    /// may already have shown it higher MODSEQs (RFC 7162 3.2 requires telling it).
+    pub fn deferred_highestmodseq(&self) -> Option<u64> {
+        if self.pending_expunge.is_empty() {
+            None
+        } else {
+            self.pending_since
         }
     }
 

@@ -250,6 +250,7 @@ impl Session {
             if allow_expunge {
                 view.flush_expunges(self.qresync, &mut self.out);
             }
+            self.tell_deferred_highestmodseq();
             return Ok(());
         }
         let store = &self.ctx.store;
@@ -272,7 +273,23 @@ impl Session {
         };
         view.apply(changes, allow_expunge, report, &mut self.out);
         self.dirty = false;
+        self.tell_deferred_highestmodseq();
         Ok(())
+    }
+
+    /// A CONDSTORE client that is shown MODSEQs while expunges are held back (during
+    /// FETCH, STORE, SEARCH) must not take the highest one it saw as its
+    /// resynchronisation point: it is told a HIGHESTMODSEQ below the deferred expunges
+    /// (RFC 7162 3.2).
+    fn tell_deferred_highestmodseq(&mut self) {
+        if !self.condstore {
+            return;
+        }
+        if let Some(modseq) = self.view().and_then(MailboxView::deferred_highestmodseq) {
+            self.out.extend_from_slice(
+                format!("* OK [HIGHESTMODSEQ {modseq}] Expunges pending.\r\n").as_bytes(),
+            );
+        }
     }
 
     /// Notes whether the change bus carried anything for the selected mailbox.
