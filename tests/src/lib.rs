@@ -19,7 +19,8 @@
 //! - `imap_client`: a small blocking IMAP client over plain TCP or TLS;
 //! - `auth_client`: TLS and PSK-TLS from a chosen source address, and a SCRAM client;
 //! - `http_client`: one HTTP/1.1 request per connection (push, admin API, metrics);
-//! - `psk_client`: `openssl s_client -psk` driven as an IMAP client.
+//! - `psk_client`: `openssl s_client -psk` driven as an IMAP client;
+//! - `modseq`: what the CONDSTORE and QRESYNC tests share.
 
 // Test support: a panic with a message is how a test reports a failed step.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 pub mod auth_client;
 pub mod http_client;
 pub mod imap_client;
+pub mod modseq;
 pub mod psk_client;
 pub mod server;
 

@@ -6,69 +6,14 @@
 use std::time::Duration;
 
 use cpmstore_tests::imap_client::{Client, Reply};
-use cpmstore_tests::server::{Server, ServerOptions};
-use cpmstore_tests::{TempDatabase, postgres_url_or_skip};
-
-const PASSWORD: &str = "correct horse";
-
-fn message(n: u32) -> Vec<u8> {
-    format!(
-        "From: alice@example.net\r\nTo: bob@example.net\r\nSubject: note {n}\r\n\
-         Message-ID: <{n}@example.net>\r\n\r\nBody {n}.\r\n"
-    )
-    .into_bytes()
-}
-
-fn server_with_user() -> Server {
-    let server = Server::start();
-    server.add_user("alice", PASSWORD);
-    server
-}
-
-fn login(server: &Server) -> Client {
-    Client::login(server.imaps, "alice", PASSWORD)
-}
-
-/// Appends `count` messages to INBOX (each in its own transaction: its own MODSEQ).
-fn fill(c: &mut Client, count: u32) {
-    for n in 1..=count {
-        c.append("INBOX", "", &message(n)).ok();
-    }
-}
-
-/// The number in `MODSEQ (n)` of a FETCH line.
-fn modseq(line: &str) -> u64 {
-    let start = line
-        .find("MODSEQ (")
-        .unwrap_or_else(|| panic!("no MODSEQ in {line}"))
-        + "MODSEQ (".len();
-    let end = line[start..].find(')').unwrap() + start;
-    line[start..end].parse().unwrap()
-}
-
-/// The number after `word ` in `text`, up to the next `]`, `)` or space.
-fn number_after(text: &str, word: &str) -> Option<u64> {
-    let start = text.find(word)? + word.len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
+use cpmstore_tests::modseq::{
+    code_in, fill, login, message, modseq, on_postgres, server_with_user, status_highest,
+};
+use cpmstore_tests::server::Server;
 
 /// The `[HIGHESTMODSEQ n]` of a reply (untagged OK lines).
 fn highest_in(reply: &Reply) -> Option<u64> {
-    reply
-        .untagged
-        .iter()
-        .find_map(|l| number_after(l, "[HIGHESTMODSEQ "))
-}
-
-/// HIGHESTMODSEQ of INBOX through STATUS.
-fn status_highest(c: &mut Client) -> u64 {
-    let r = c.command("STATUS INBOX (HIGHESTMODSEQ)").ok();
-    let line = r.lines_with("STATUS")[0].clone();
-    number_after(&line, "HIGHESTMODSEQ ").unwrap_or_else(|| panic!("{line}"))
+    code_in(reply, "HIGHESTMODSEQ")
 }
 
 /// The FETCH lines of a reply for sequence number `seq`.
@@ -506,39 +451,19 @@ fn search_modseq() {
 
 #[test]
 fn condstore_on_postgres() {
-    let Some(admin) = postgres_url_or_skip() else {
-        return;
-    };
-    let mut db = TempDatabase::create(&admin, "cpmstore_condstore");
-    let mut server = Server::start_with(ServerOptions {
-        storage_url: Some(db.url.clone()),
-        ..Default::default()
+    on_postgres("cpmstore_condstore", |server| {
+        unchangedsince_story(server);
+        let mut c = login(server);
+        c.command("CREATE Other").ok();
+        let before = status_highest(&mut c);
+        c.append("INBOX", "", &message(9)).ok();
+        assert!(status_highest(&mut c) > before);
     });
-    server.add_user("alice", PASSWORD);
-    unchangedsince_story(&server);
-    let mut c = login(&server);
-    c.command("CREATE Other").ok();
-    let before = status_highest(&mut c);
-    c.append("INBOX", "", &message(9)).ok();
-    assert!(status_highest(&mut c) > before);
-    server.terminate();
-    db.drop_now();
 }
 
 #[test]
 fn two_sessions_on_postgres() {
-    let Some(admin) = postgres_url_or_skip() else {
-        return;
-    };
-    let mut db = TempDatabase::create(&admin, "cpmstore_condstore");
-    let mut server = Server::start_with(ServerOptions {
-        storage_url: Some(db.url.clone()),
-        ..Default::default()
-    });
-    server.add_user("alice", PASSWORD);
-    two_sessions_story(&server);
-    server.terminate();
-    db.drop_now();
+    on_postgres("cpmstore_condstore", two_sessions_story);
 }
 
 /// RFC 7162 3.2: while an expunge is held back (a FETCH is no moment to renumber), the

@@ -6,28 +6,10 @@
 use std::time::Duration;
 
 use cpmstore_tests::imap_client::{Client, Reply};
-use cpmstore_tests::server::{Server, ServerOptions};
-use cpmstore_tests::{TempDatabase, postgres_url_or_skip};
-
-const PASSWORD: &str = "correct horse";
-
-fn message(n: u32) -> Vec<u8> {
-    format!(
-        "From: alice@example.net\r\nTo: bob@example.net\r\nSubject: note {n}\r\n\
-         Message-ID: <{n}@example.net>\r\n\r\nBody {n}.\r\n"
-    )
-    .into_bytes()
-}
-
-fn server_with_user() -> Server {
-    let server = Server::start();
-    server.add_user("alice", PASSWORD);
-    server
-}
-
-fn login(server: &Server) -> Client {
-    Client::login(server.imaps, "alice", PASSWORD)
-}
+use cpmstore_tests::modseq::{
+    code_in, fill, login, message, number_after, on_postgres, server_with_user, status_highest,
+};
+use cpmstore_tests::server::Server;
 
 /// A logged-in session that has enabled QRESYNC.
 fn qresync_login(server: &Server) -> Client {
@@ -37,42 +19,12 @@ fn qresync_login(server: &Server) -> Client {
     c
 }
 
-/// Appends `count` messages to INBOX (each in its own transaction: its own MODSEQ).
-fn fill(c: &mut Client, count: u32) {
-    for n in 1..=count {
-        c.append("INBOX", "", &message(n)).ok();
-    }
-}
-
-/// The number after `word` in `text`.
-fn number_after(text: &str, word: &str) -> Option<u64> {
-    let start = text.find(word)? + word.len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
-
-/// The first `[CODE n]` of a reply's untagged lines.
-fn code_in(reply: &Reply, code: &str) -> Option<u64> {
-    let word = format!("[{code} ");
-    reply.untagged.iter().find_map(|l| number_after(l, &word))
-}
-
 fn uidvalidity(reply: &Reply) -> u64 {
     code_in(reply, "UIDVALIDITY").unwrap_or_else(|| panic!("no UIDVALIDITY: {reply:?}"))
 }
 
 fn highest(reply: &Reply) -> u64 {
     code_in(reply, "HIGHESTMODSEQ").unwrap_or_else(|| panic!("no HIGHESTMODSEQ: {reply:?}"))
-}
-
-/// HIGHESTMODSEQ of INBOX through STATUS.
-fn status_highest(c: &mut Client) -> u64 {
-    let r = c.command("STATUS INBOX (HIGHESTMODSEQ)").ok();
-    let line = r.lines_with("STATUS")[0].clone();
-    number_after(&line, "HIGHESTMODSEQ ").unwrap_or_else(|| panic!("{line}"))
 }
 
 /// The resynchronisation part of a reply: its VANISHED and FETCH lines, in order.
@@ -462,32 +414,10 @@ fn reselect_says_closed() {
 
 #[test]
 fn qresync_on_postgres() {
-    let Some(admin) = postgres_url_or_skip() else {
-        return;
-    };
-    let mut db = TempDatabase::create(&admin, "cpmstore_qresync");
-    let mut server = Server::start_with(ServerOptions {
-        storage_url: Some(db.url.clone()),
-        ..Default::default()
-    });
-    server.add_user("alice", PASSWORD);
-    resync_story(&server);
-    server.terminate();
-    db.drop_now();
+    on_postgres("cpmstore_qresync", resync_story);
 }
 
 #[test]
 fn vanished_on_postgres() {
-    let Some(admin) = postgres_url_or_skip() else {
-        return;
-    };
-    let mut db = TempDatabase::create(&admin, "cpmstore_qresync");
-    let mut server = Server::start_with(ServerOptions {
-        storage_url: Some(db.url.clone()),
-        ..Default::default()
-    });
-    server.add_user("alice", PASSWORD);
-    vanished_story(&server);
-    server.terminate();
-    db.drop_now();
+    on_postgres("cpmstore_qresync", vanished_story);
 }
