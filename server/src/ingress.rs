@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use cpmstore_storage::Store;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -49,18 +48,7 @@ pub async fn start(
         max_body: config.limits.http_max_body_bytes,
     });
     for addr in &config.http.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: *addr,
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: *addr,
-            source,
-        })?;
-        tracing::info!(listener = "http", addr = %local, "listening");
-        metrics.prime_listener("http");
+        let listener = crate::serve::listen(*addr, "http", &metrics).await?;
         tasks.push(tokio::spawn(http::serve(
             listener,
             router.clone(),

@@ -205,18 +205,7 @@ pub async fn run_until(
         (ListenerKind::Psk, &config.psk.listen),
     ] {
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: *addr,
-                    source,
-                })?;
-            let local = listener.local_addr().map_err(|source| ServeError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            tracing::info!(listener = kind.as_str(), addr = %local, "listening");
-            metrics.prime_listener(kind.as_str());
+            let listener = listen(*addr, kind.as_str(), &metrics).await?;
             let tls = match kind {
                 ListenerKind::Imap => Handshake::None,
                 ListenerKind::Imaps => Handshake::Tls(acceptor.clone()),
@@ -278,6 +267,22 @@ pub async fn run_until(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a TCP listener, logs `listening` with its name and actual address (tests and
+/// operators read the port of a `:0` address there), and exports its connection
+/// metrics at 0.
+pub(crate) async fn listen(
+    addr: SocketAddr,
+    name: &str,
+    metrics: &Metrics,
+) -> Result<TcpListener, ServeError> {
+    let bind_error = |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    tracing::info!(listener = name, addr = %local, "listening");
+    metrics.prime_listener(name);
+    Ok(listener)
 }
 
 /// What a listener does with a new connection before IMAP starts.
