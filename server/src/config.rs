@@ -288,8 +288,19 @@ pub struct LimitsConfig {
     pub max_command_bytes: usize,
     /// Largest literal (APPEND message).
     pub max_literal_bytes: u64,
-    /// Time allowed to log in after connecting.
+    /// Time allowed to log in, counted from the TCP connect (the TLS handshake
+    /// included); traffic before login does not extend it.
     pub login_timeout_secs: u64,
+    /// Largest command before login, literals included (AUTHENTICATE data lines are
+    /// held to the same size).
+    pub max_preauth_command_bytes: usize,
+    /// Concurrent connections not yet logged in, all listeners together; the rest of
+    /// `max_connections` stays for authenticated sessions.
+    pub max_preauth_connections: usize,
+    /// Concurrent connections not yet logged in from one IP address.
+    pub max_preauth_connections_per_ip: usize,
+    /// A session whose client reads nothing of a response for this long is closed.
+    pub write_timeout_secs: u64,
     /// Inactivity after which an authenticated session is logged out.
     pub autologout_secs: u64,
     /// Longest IDLE before the server ends it.
@@ -529,6 +540,10 @@ impl Default for LimitsConfig {
             max_command_bytes: 65536,
             max_literal_bytes: 52_428_800,
             login_timeout_secs: 60,
+            max_preauth_command_bytes: 8192,
+            max_preauth_connections: 2500,
+            max_preauth_connections_per_ip: 20,
+            write_timeout_secs: 60,
             autologout_secs: 1800,
             idle_max_secs: 1800,
             idle_keepalive_secs: 120,
@@ -830,6 +845,24 @@ impl Config {
         }
         at_least_one("limits.max_literal_bytes", l.max_literal_bytes)?;
         at_least_one("limits.login_timeout_secs", l.login_timeout_secs)?;
+        if l.max_preauth_command_bytes < 1024 || l.max_preauth_command_bytes > l.max_command_bytes {
+            return Err(invalid(
+                "limits.max_preauth_command_bytes",
+                format!(
+                    "must be at least 1024 and at most limits.max_command_bytes ({})",
+                    l.max_command_bytes
+                ),
+            ));
+        }
+        at_least_one(
+            "limits.max_preauth_connections",
+            l.max_preauth_connections as u64,
+        )?;
+        at_least_one(
+            "limits.max_preauth_connections_per_ip",
+            l.max_preauth_connections_per_ip as u64,
+        )?;
+        at_least_one("limits.write_timeout_secs", l.write_timeout_secs)?;
         at_least_one("limits.autologout_secs", l.autologout_secs)?;
         at_least_one("limits.idle_max_secs", l.idle_max_secs)?;
         at_least_one("limits.idle_keepalive_secs", l.idle_keepalive_secs)?;

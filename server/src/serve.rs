@@ -41,23 +41,33 @@ pub enum ServeError {
     Other(String),
 }
 
-/// Counts connections overall and per client IP.
+/// Counts connections overall and per client IP, and among them those not yet logged
+/// in (overall and per IP): a flood of connections that never log in can take at most
+/// `max_preauth` of the `total` slots, so authenticated sessions keep the rest.
 struct ConnLimits {
     total: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
+    preauth: Arc<Semaphore>,
+    preauth_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_preauth_per_ip: usize,
 }
 
-/// Held by a connection; releases its slot when dropped.
-struct ConnSlot {
+/// One count in a per-IP map, given back when dropped.
+struct IpCount {
     limits: Arc<ConnLimits>,
     ip: IpAddr,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    preauth: bool,
 }
 
-impl Drop for ConnSlot {
+impl Drop for IpCount {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.limits.per_ip.lock()
+        let map = if self.preauth {
+            &self.limits.preauth_per_ip
+        } else {
+            &self.limits.per_ip
+        };
+        if let Ok(mut map) = map.lock()
             && let Some(n) = map.get_mut(&self.ip)
         {
             *n = n.saturating_sub(1);
@@ -68,20 +78,97 @@ impl Drop for ConnSlot {
     }
 }
 
+/// Held by a connection; releases its slot when dropped.
+struct ConnSlot {
+    _ip: IpCount,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Held by a connection until it logs in.
+struct PreAuthSlot {
+    _ip: IpCount,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Total,
+    PerIp,
+    PreAuth,
+    PreAuthPerIp,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Total => "connections",
+            Refusal::PerIp => "connections per IP",
+            Refusal::PreAuth => "connections not logged in",
+            Refusal::PreAuthPerIp => "connections not logged in per IP",
+        }
+    }
+}
+
 impl ConnLimits {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
-        let permit = self.total.clone().try_acquire_owned().ok()?;
-        let mut map = self.per_ip.lock().ok()?;
+    fn new(l: &crate::config::LimitsConfig) -> Arc<Self> {
+        Arc::new(ConnLimits {
+            total: Arc::new(Semaphore::new(l.max_connections)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: l.max_connections_per_ip,
+            preauth: Arc::new(Semaphore::new(l.max_preauth_connections)),
+            preauth_per_ip: Mutex::new(HashMap::new()),
+            max_preauth_per_ip: l.max_preauth_connections_per_ip,
+        })
+    }
+
+    fn count(self: &Arc<Self>, ip: IpAddr, preauth: bool, max: usize) -> Option<IpCount> {
+        let map = if preauth {
+            &self.preauth_per_ip
+        } else {
+            &self.per_ip
+        };
+        let mut map = map.lock().ok()?;
         let n = map.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= max {
             return None;
         }
         *n += 1;
-        Some(ConnSlot {
+        Some(IpCount {
             limits: self.clone(),
             ip,
-            _permit: permit,
+            preauth,
         })
+    }
+
+    /// A slot for a new connection and its place among those not logged in yet.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(ConnSlot, PreAuthSlot), Refusal> {
+        let permit = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Total)?;
+        let preauth_permit = self
+            .preauth
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::PreAuth)?;
+        let ip_count = self
+            .count(ip, false, self.max_per_ip)
+            .ok_or(Refusal::PerIp)?;
+        let preauth_count = self
+            .count(ip, true, self.max_preauth_per_ip)
+            .ok_or(Refusal::PreAuthPerIp)?;
+        Ok((
+            ConnSlot {
+                _ip: ip_count,
+                _permit: permit,
+            },
+            PreAuthSlot {
+                _ip: preauth_count,
+                _permit: preauth_permit,
+            },
+        ))
     }
 }
 
@@ -190,11 +277,7 @@ pub async fn run_until(
         shutdown: shutdown_rx.clone(),
         metrics: metrics.clone(),
     });
-    let limits = Arc::new(ConnLimits {
-        total: Arc::new(Semaphore::new(config.limits.max_connections)),
-        per_ip: Mutex::new(HashMap::new()),
-        max_per_ip: config.limits.max_connections_per_ip,
-    });
+    let limits = ConnLimits::new(&config.limits);
 
     // Held by every session; the server waits for the count to drop at shutdown.
     let alive = Arc::new(());
@@ -330,10 +413,17 @@ async fn accept_loop(
         else {
             return;
         };
-        let Some(slot) = limits.admit(peer.ip()) else {
-            tracing::info!(%peer, listener = kind.as_str(), "connection refused: limit reached");
-            tokio::spawn(refuse(tcp));
-            continue;
+        let accepted = tokio::time::Instant::now();
+        let (slot, preauth) = match limits.admit(peer.ip()) {
+            Ok(slots) => slots,
+            Err(why) => {
+                tracing::info!(%peer, listener = kind.as_str(), limit = why.as_str(), "connection refused: limit reached");
+                // On a TLS port a cleartext BYE would only confuse the client's TLS
+                // stack (WRONG_VERSION_NUMBER): close without a word there.
+                let cleartext = matches!(tls, Handshake::None);
+                tokio::spawn(refuse(tcp, cleartext));
+                continue;
+            }
         };
         let local = tcp.local_addr().unwrap_or(peer);
         let info = ConnInfo {
@@ -349,12 +439,13 @@ async fn accept_loop(
             let _alive = alive;
             let _open = ctx.metrics.connection_opened(kind.as_str());
             tracing::info!(%peer, listener = kind.as_str(), "connection opened");
-            let handshake = Duration::from_secs(ctx.limits.login_timeout_secs);
+            // The handshake counts against the login deadline, which runs from here.
+            let login_deadline = accepted + Duration::from_secs(ctx.limits.login_timeout_secs);
             let mut shutdown = ctx.shutdown.clone();
             // A handshake still waiting for the client when the server stops is dropped:
             // there is no session yet to say BYE to.
             let handshake = tokio::select! {
-                r = tokio::time::timeout(handshake, tls.run(tcp)) => r,
+                r = tokio::time::timeout_at(login_deadline, tls.run(tcp)) => r,
                 _ = shutdown.wait_for(|stop| *stop) => {
                     tracing::info!(%peer, listener = kind.as_str(), "handshake abandoned: shutting down");
                     return;
@@ -375,14 +466,20 @@ async fn accept_loop(
             if let Some(psk) = conn.psk_peer() {
                 tracing::info!(%peer, identity = %psk.identity, "PSK-TLS session established");
             }
-            imap::serve_connection(ctx, conn, info).await;
+            imap::serve_connection(ctx, conn, info, login_deadline, Box::new(preauth)).await;
             tracing::info!(%peer, listener = kind.as_str(), "connection closed");
         });
     }
 }
 
-async fn refuse(mut tcp: TcpStream) {
+async fn refuse(mut tcp: TcpStream, cleartext: bool) {
     use tokio::io::AsyncWriteExt;
-    let _ = tcp.write_all(b"* BYE Too many connections.\r\n").await;
+    if cleartext {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tcp.write_all(b"* BYE Too many connections.\r\n"),
+        )
+        .await;
+    }
     let _ = tcp.shutdown().await;
 }

@@ -1,14 +1,27 @@
 //! Framing: complete commands (literals included), AUTHENTICATE data lines and IDLE
 //! `DONE`, read from a [`Conn`] with imap-codec's `Fragmentizer`, within limits.
 //!
-//! Limits are enforced here, before bytes are buffered:
-//! - a line longer than `max_command_bytes` ends the connection (there is no safe way to
-//!   find the next command boundary in an endless line);
-//! - a synchronising literal larger than allowed (`max_literal_bytes` for APPEND,
-//!   `max_command_bytes` otherwise) is refused with `NO [TOOBIG]` *before* the client
-//!   sends it (no `+` continuation), and the command is skipped;
-//! - a non-synchronising literal (LITERAL+) larger than allowed gets `BAD [TOOBIG]` and
-//!   the connection is closed (RFC 7888 section 4), since its bytes are already coming.
+//! Limits are enforced here, before bytes are buffered. What one command may hold,
+//! lines and literals together, depends on the phase:
+//! - before login, `max_preauth_command_bytes` (a few KiB): a client that has not
+//!   authenticated cannot make the server hold more, however it splits its bytes
+//!   (zero-length literals included: their lines count);
+//! - after login, `max_command_bytes`, except APPEND, whose literals may add up to
+//!   `max_literal_bytes` (its lines still within `max_command_bytes`).
+//!
+//! A command growing past its limit ends the connection (there is no safe way to find
+//! the next command boundary in an endless line); a synchronising literal that would
+//! take it past is refused with `NO [TOOBIG]` *before* the client sends it (no `+`
+//! continuation), and the command is skipped; a non-synchronising literal (LITERAL+)
+//! that would gets `BAD [TOOBIG]` and the connection is closed (RFC 7888 section 4),
+//! since its bytes are already coming.
+//!
+//! After a large command the buffers are given back: the fragmentizer is rebuilt (with
+//! whatever the client pipelined behind the command) so its message buffer does not
+//! keep the capacity of a 50 MB APPEND for the rest of the session.
+//!
+//! Every write has a deadline (`write_timeout`): a client that stops reading is
+//! disconnected rather than holding what was prepared for it.
 
 use std::io;
 
@@ -27,6 +40,8 @@ use crate::net::Conn;
 pub struct FrameLimits {
     pub max_command_bytes: u32,
     pub max_literal_bytes: u32,
+    pub max_preauth_command_bytes: u32,
+    pub write_timeout: std::time::Duration,
 }
 
 /// What the client sent.
@@ -62,18 +77,24 @@ pub struct Framed {
     frag: Fragmentizer,
     limits: FrameLimits,
     buf: Box<[u8]>,
-    /// Bytes handed to the fragmentizer since it last produced a fragment: bounds what
-    /// it may hold unparsed.
+    /// Bytes handed to the fragmentizer that are not yet part of a fragment. After a
+    /// message completes they are the tail of the last read (the fragmentizer consumes
+    /// everything it scans while a fragment is incomplete).
     pending: usize,
-    /// Length of the literal the fragmentizer is reading now, if any.
-    awaiting_literal: usize,
-    /// Literal bytes accepted so far for the current command.
+    /// Length of the last read into `buf`.
+    last_read: usize,
+    /// Literal bytes announced and accepted so far for the current command.
     literal_total: u64,
+    /// Whether the client has logged in (larger commands allowed).
+    authenticated: bool,
     /// Bytes read and written, for metrics.
     pub bytes_in: u64,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+
+/// A command larger than this has its buffer given back once it is done.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -89,8 +110,9 @@ impl Framed {
             limits,
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
             pending: 0,
-            awaiting_literal: 0,
+            last_read: 0,
             literal_total: 0,
+            authenticated: false,
             bytes_in: 0,
         }
     }
@@ -103,15 +125,30 @@ impl Framed {
     pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
         self.frag = new_fragmentizer(self.limits);
         self.pending = 0;
-        self.awaiting_literal = 0;
+        self.last_read = 0;
         self.literal_total = 0;
         self.conn.start_tls(acceptor).await
     }
 
-    /// Writes bytes (responses are buffered by the caller and written in one go).
+    /// Says whether the client has logged in: commands may then be larger.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
+    }
+
+    /// Writes bytes (responses are buffered by the caller and written in one go), within
+    /// the write deadline: a client that reads nothing for that long gets `TimedOut`.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.conn.write_all(bytes).await?;
-        self.conn.flush().await
+        let write = async {
+            self.conn.write_all(bytes).await?;
+            self.conn.flush().await
+        };
+        match tokio::time::timeout(self.limits.write_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client read nothing within the write timeout",
+            )),
+        }
     }
 
     /// Closes the connection: TLS close_notify and FIN, then a lingering close — what
@@ -141,13 +178,49 @@ impl Framed {
         }
         self.bytes_in += n as u64;
         self.pending += n;
+        self.last_read = n;
         self.frag.enqueue_bytes(&self.buf[..n]);
         Ok(true)
     }
 
-    /// Whether more unparsed bytes are buffered than any legal next fragment needs.
-    fn over_pending_limit(&self) -> bool {
-        self.pending > self.awaiting_literal + self.limits.max_command_bytes as usize
+    /// The most the current command may hold, lines and accepted literals together.
+    fn command_cap(&self) -> u64 {
+        if !self.authenticated {
+            return u64::from(self.limits.max_preauth_command_bytes);
+        }
+        u64::from(self.limits.max_command_bytes) + self.literal_total
+    }
+
+    /// Whether the command being framed has grown past what it may hold (a line that
+    /// does not end, or lines between literals that add up, zero-length ones too).
+    fn over_limit(&self) -> bool {
+        self.frag.is_max_message_size_exceeded()
+            || self.frag.message_bytes().len() as u64 > self.command_cap()
+    }
+
+    /// Whether a literal of `length` may follow what the command holds so far.
+    fn literal_allowed(&self, length: u32) -> bool {
+        let held = self.frag.message_bytes().len() as u64;
+        if !self.authenticated {
+            return held + u64::from(length) <= u64::from(self.limits.max_preauth_command_bytes);
+        }
+        if self.is_append() {
+            self.literal_total + u64::from(length) <= u64::from(self.limits.max_literal_bytes)
+        } else {
+            held + u64::from(length) <= u64::from(self.limits.max_command_bytes)
+        }
+    }
+
+    /// Called when a message is complete: a large one leaves its buffer behind, so the
+    /// fragmentizer is rebuilt with what the client sent after it.
+    fn message_done(&mut self) {
+        let large = self.frag.message_bytes().len() > SHRINK_ABOVE;
+        self.literal_total = 0;
+        if large && self.pending <= self.last_read {
+            let tail = self.buf[self.last_read - self.pending..self.last_read].to_vec();
+            self.frag = new_fragmentizer(self.limits);
+            self.frag.enqueue_bytes(&tail);
+        }
     }
 
     /// Reads the next complete command. `literal_plus` says whether LITERAL+ is
@@ -155,7 +228,7 @@ impl Framed {
     pub async fn read_command(&mut self) -> io::Result<Incoming> {
         loop {
             let Some(info) = self.frag.progress() else {
-                if self.over_pending_limit() {
+                if self.over_limit() {
                     return Ok(Incoming::Overflow { tag: self.tag() });
                 }
                 if !self.read_more().await? {
@@ -163,32 +236,27 @@ impl Framed {
                 }
                 continue;
             };
-            let range = info.range();
-            self.pending = self.pending.saturating_sub(range.len());
-            self.awaiting_literal = 0;
+            self.pending = self.pending.saturating_sub(info.range().len());
+            if self.over_limit() {
+                return Ok(Incoming::Overflow { tag: self.tag() });
+            }
             if let FragmentInfo::Line {
                 announcement: Some(LiteralAnnouncement { mode, length }),
                 ..
             } = info
             {
-                let limit = if self.is_append() {
-                    self.limits.max_literal_bytes
-                } else {
-                    self.limits.max_command_bytes
-                };
-                self.literal_total += u64::from(length);
-                if self.literal_total > u64::from(limit) {
+                if !self.literal_allowed(length) {
                     let tag = self.tag();
-                    self.literal_total = 0;
                     match mode {
                         LiteralMode::Sync => {
                             self.frag.skip_message();
+                            self.message_done();
                             return Ok(Incoming::LiteralRefused { tag });
                         }
                         LiteralMode::NonSync => return Ok(Incoming::Overflow { tag }),
                     }
                 }
-                self.awaiting_literal = length as usize;
+                self.literal_total += u64::from(length);
                 if mode == LiteralMode::Sync {
                     self.write_all(b"+ Ready for literal data\r\n").await?;
                 }
@@ -197,12 +265,16 @@ impl Framed {
             if !self.frag.is_message_complete() {
                 continue;
             }
-            self.literal_total = 0;
-            let decoded = self.frag.decode_message(&CommandCodec::default());
-            return Ok(match decoded {
-                Ok(command) => Incoming::Command(command.into_static()),
+            let decoded = self
+                .frag
+                .decode_message(&CommandCodec::default())
+                .map(IntoStatic::into_static);
+            let incoming = match decoded {
+                Ok(command) => Incoming::Command(command),
                 Err(_) => Incoming::Malformed { tag: self.tag() },
-            });
+            };
+            self.message_done();
+            return Ok(incoming);
         }
     }
 
@@ -210,7 +282,7 @@ impl Framed {
     pub async fn read_auth_line(&mut self) -> io::Result<AuthLine> {
         loop {
             let Some(info) = self.frag.progress() else {
-                if self.over_pending_limit() {
+                if self.over_limit() {
                     return Ok(AuthLine::Malformed);
                 }
                 if !self.read_more().await? {
@@ -241,7 +313,7 @@ impl Framed {
     pub async fn read_idle_done(&mut self) -> io::Result<bool> {
         loop {
             let Some(info) = self.frag.progress() else {
-                if self.over_pending_limit() {
+                if self.over_limit() {
                     return Ok(false);
                 }
                 if !self.read_more().await? {

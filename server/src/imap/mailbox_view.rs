@@ -8,7 +8,9 @@ use std::num::NonZeroU32;
 use std::ops::Range;
 
 use cpmstore_storage::{Flags, Mailbox, MailboxChanges, MessageMeta, UidRange};
-use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use imap_codec::imap_types::sequence::SequenceSet;
+
+use super::seqset::Intervals;
 
 use super::response::flag_list;
 
@@ -169,36 +171,23 @@ impl MailboxView {
     /// numbers beyond EXISTS are an error (the client is out of sync), UIDs that do not
     /// exist are ignored (RFC 3501 6.4.8).
     pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<u32>, String> {
-        let mut out = BTreeSet::new();
         if uid {
-            let max = self.last_uid();
-            for seq in set.0.as_ref() {
-                let (a, b) = bounds(seq, max);
-                let (lo, hi) = (a.min(b), a.max(b));
-                let start = self.uids.partition_point(|u| *u < lo);
-                for &u in &self.uids[start..] {
-                    if u > hi {
-                        break;
-                    }
-                    out.insert(u);
+            let intervals = Intervals::new(set, self.last_uid());
+            return Ok(intervals.select(&self.uids).collect());
+        }
+        let max = self.exists();
+        let intervals = Intervals::new(set, max);
+        match intervals.bounds() {
+            None => Ok(Vec::new()),
+            Some((lo, hi)) if lo == 0 || hi > max => Err("Invalid messageset".into()),
+            Some(_) => {
+                let mut out = Vec::new();
+                for &(lo, hi) in intervals.as_slice() {
+                    out.extend_from_slice(&self.uids[lo as usize - 1..hi as usize]);
                 }
-            }
-        } else {
-            let max = self.exists();
-            for seq in set.0.as_ref() {
-                let (a, b) = bounds(seq, max);
-                let (lo, hi) = (a.min(b), a.max(b));
-                if lo == 0 || hi > max {
-                    return Err("Invalid messageset".into());
-                }
-                for s in lo..=hi {
-                    if let Some(u) = self.uid_of(s) {
-                        out.insert(u);
-                    }
-                }
+                Ok(out)
             }
         }
-        Ok(out.into_iter().collect())
     }
 
     /// Catches up with what the store reports changed since `self.modseq`, appending the
@@ -353,30 +342,13 @@ impl MailboxView {
     }
 }
 
-fn bounds(seq: &Sequence, max: u32) -> (u32, u32) {
-    let v = |s: &SeqOrUid| match s {
-        SeqOrUid::Value(n) => n.get(),
-        SeqOrUid::Asterisk => max,
-    };
-    match seq {
-        Sequence::Single(s) => (v(s), v(s)),
-        Sequence::Range(a, b) => (v(a), v(b)),
-    }
-}
-
 /// A client's UID set as store ranges, `*` standing for `max` (RFC 3501: the largest
 /// UID in use).
 pub fn uid_set_ranges(set: &SequenceSet, max: u32) -> Vec<UidRange> {
-    set.0
-        .as_ref()
+    Intervals::new(set, max)
+        .as_slice()
         .iter()
-        .map(|seq| {
-            let (a, b) = bounds(seq, max);
-            UidRange {
-                start: a.min(b),
-                end: a.max(b),
-            }
-        })
+        .map(|&(start, end)| UidRange { start, end })
         .collect()
 }
 
@@ -584,8 +556,8 @@ mod tests {
         assert_eq!(
             uid_set_ranges(&set("5:*,2,20:10"), 7),
             vec![
-                UidRange { start: 5, end: 7 },
                 UidRange::one(2),
+                UidRange { start: 5, end: 7 },
                 UidRange { start: 10, end: 20 }
             ]
         );

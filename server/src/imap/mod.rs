@@ -8,6 +8,7 @@ pub mod error;
 pub mod mailbox_view;
 pub mod mime;
 pub mod response;
+pub mod seqset;
 pub mod session;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct SessionLimits {
     pub max_command_bytes: u32,
     pub max_literal_bytes: u32,
     pub login_timeout_secs: u64,
+    pub max_preauth_command_bytes: u32,
+    pub write_timeout_secs: u64,
     pub autologout_secs: u64,
     pub idle_max_secs: u64,
     pub idle_keepalive_secs: u64,
@@ -38,6 +41,9 @@ impl From<&LimitsConfig> for SessionLimits {
             max_command_bytes: u32::try_from(l.max_command_bytes).unwrap_or(u32::MAX),
             max_literal_bytes: u32::try_from(l.max_literal_bytes).unwrap_or(u32::MAX),
             login_timeout_secs: l.login_timeout_secs,
+            max_preauth_command_bytes: u32::try_from(l.max_preauth_command_bytes)
+                .unwrap_or(u32::MAX),
+            write_timeout_secs: l.write_timeout_secs,
             autologout_secs: l.autologout_secs,
             idle_max_secs: l.idle_max_secs,
             idle_keepalive_secs: l.idle_keepalive_secs,
@@ -66,13 +72,28 @@ pub struct ImapCtx {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Serves one accepted connection to its end.
-pub async fn serve_connection(ctx: Arc<ImapCtx>, conn: Conn, info: ConnInfo) {
+/// Something a connection holds until it logs in (its place among the connections not
+/// yet authenticated); dropped at login.
+pub type PreAuthGuard = Box<dyn std::any::Any + Send + Sync>;
+
+/// Serves one accepted connection to its end. `login_deadline` is when a connection
+/// that has not logged in is closed (counted from the connect).
+pub async fn serve_connection(
+    ctx: Arc<ImapCtx>,
+    conn: Conn,
+    info: ConnInfo,
+    login_deadline: tokio::time::Instant,
+    preauth: PreAuthGuard,
+) {
     let limits = FrameLimits {
         max_command_bytes: ctx.limits.max_command_bytes,
         max_literal_bytes: ctx.limits.max_literal_bytes,
+        max_preauth_command_bytes: ctx.limits.max_preauth_command_bytes,
+        write_timeout: std::time::Duration::from_secs(ctx.limits.write_timeout_secs),
     };
-    let session = session::Session::new(ctx, Framed::new(conn, limits), info);
+    let mut session = session::Session::new(ctx, Framed::new(conn, limits), info);
+    session.login_deadline = login_deadline;
+    session.preauth = Some(preauth);
     session::run(session).await;
 }
 

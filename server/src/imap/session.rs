@@ -63,10 +63,19 @@ pub struct Session {
     /// QRESYNC is enabled (RFC 7162 3.2), by ENABLE only, for the rest of the
     /// connection; it implies `condstore`. Expunges are then told as `VANISHED`.
     pub qresync: bool,
+    /// When a session that has not logged in is closed (counted from the connect:
+    /// commands do not extend it).
+    pub login_deadline: tokio::time::Instant,
+    /// The connection's place among those not logged in; given back at login.
+    pub preauth: Option<super::PreAuthGuard>,
 }
 
 /// Flush `out` to the socket once it holds this much, so a large FETCH streams.
 pub const FLUSH_AT: usize = 64 * 1024;
+
+/// The output buffer's first capacity, and the most it keeps between responses.
+const OUT_START: usize = 1024;
+const OUT_KEEP: usize = 2 * FLUSH_AT;
 
 /// What a session is told when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down.";
@@ -75,12 +84,14 @@ const SHUTDOWN_BYE: &[u8] = b"* BYE Server shutting down.\r\n";
 impl Session {
     pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
         let changes = ctx.store.changes().subscribe();
+        let login_deadline =
+            tokio::time::Instant::now() + Duration::from_secs(ctx.limits.login_timeout_secs);
         Session {
             ctx,
             io,
             info,
             state: State::NotAuthenticated,
-            out: Vec::with_capacity(4096),
+            out: Vec::with_capacity(OUT_START),
             changes,
             dirty: false,
             auth_failures: 0,
@@ -88,6 +99,8 @@ impl Session {
             next: Next::Continue,
             condstore: false,
             qresync: false,
+            login_deadline,
+            preauth: None,
         }
     }
 
@@ -127,10 +140,14 @@ impl Session {
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
-            let out = std::mem::take(&mut self.out);
+            let mut out = std::mem::take(&mut self.out);
             self.io.write_all(&out).await?;
+            out.clear();
+            // A large response leaves no large buffer behind.
+            if out.capacity() > OUT_KEEP {
+                out = Vec::with_capacity(OUT_START);
+            }
             self.out = out;
-            self.out.clear();
         }
         Ok(())
     }
@@ -380,9 +397,16 @@ pub async fn run(mut s: Session) {
     }
     let mut shutdown = s.ctx.shutdown.clone();
     loop {
-        let timeout = match s.state {
-            State::NotAuthenticated => Duration::from_secs(s.ctx.limits.login_timeout_secs),
-            _ => Duration::from_secs(s.ctx.limits.autologout_secs),
+        let authenticated = s.user().is_some();
+        s.io.set_authenticated(authenticated);
+        if authenticated {
+            // Logged in: the place among unauthenticated connections is given back.
+            s.preauth = None;
+        }
+        let deadline = if authenticated {
+            tokio::time::Instant::now() + Duration::from_secs(s.ctx.limits.autologout_secs)
+        } else {
+            s.login_deadline
         };
         // Biased: once the server shuts down no new command starts, even one the client
         // has already sent. A command whose literal is still arriving is abandoned
@@ -393,13 +417,16 @@ pub async fn run(mut s: Session) {
                 let _ = s.io.write_all(SHUTDOWN_BYE).await;
                 break;
             }
-            r = tokio::time::timeout(timeout, s.io.read_command()) => r,
+            r = tokio::time::timeout_at(deadline, s.io.read_command()) => r,
         };
         let incoming = match incoming {
             Err(_) => {
-                let _ =
-                    s.io.write_all(b"* BYE Autologout; idle for too long.\r\n")
-                        .await;
+                let bye: &[u8] = if authenticated {
+                    b"* BYE Autologout; idle for too long.\r\n"
+                } else {
+                    b"* BYE Login timeout; log in sooner.\r\n"
+                };
+                let _ = s.io.write_all(bye).await;
                 break;
             }
             Ok(Err(e)) => {
@@ -461,12 +488,10 @@ pub async fn run(mut s: Session) {
                 let Some(acceptor) = s.ctx.tls.clone() else {
                     break;
                 };
-                // The handshake gets the login time, and ends at shutdown (no BYE can
-                // be said in the middle of a handshake).
-                let handshake = tokio::time::timeout(
-                    Duration::from_secs(s.ctx.limits.login_timeout_secs),
-                    s.io.start_tls(&acceptor),
-                );
+                // The handshake ends at the login deadline, and at shutdown (no BYE
+                // can be said in the middle of a handshake).
+                let handshake =
+                    tokio::time::timeout_at(s.login_deadline, s.io.start_tls(&acceptor));
                 let result = tokio::select! {
                     r = handshake => r,
                     _ = stopping(&mut shutdown) => break,

@@ -231,7 +231,11 @@ async fn external(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
 async fn read_response(s: &mut Session, prompt: &[u8]) -> CmdResult<Option<SecretBytes>> {
     s.flush().await?;
     s.io.write_all(prompt).await?;
-    match s.io.read_auth_line().await? {
+    // The exchange is part of logging in: it ends at the login deadline too.
+    let line = tokio::time::timeout_at(s.login_deadline, s.io.read_auth_line())
+        .await
+        .map_err(|_| CmdError::Bye("Login timeout; log in sooner.".into()))?;
+    match line? {
         AuthLine::Data(data) => Ok(Some(SecretBytes::new(data))),
         AuthLine::Cancel => Ok(None),
         AuthLine::Malformed => Err(CmdError::bad("Invalid base64 in authentication data.")),

@@ -173,8 +173,9 @@ pub async fn fetch(
                 flags_changed: now_seen.contains(&meta.uid),
                 condstore,
             };
-            request.write(&mut s.out, &meta, &status, raw.as_deref());
-            s.maybe_flush().await?;
+            let mut spliced = Vec::new();
+            request.write(&mut s.out, &mut spliced, &meta, &status, raw.as_deref());
+            write_spliced(s, spliced).await?;
         }
     }
 
@@ -250,7 +251,7 @@ async fn fetch_from_view(
                     flags_changed: false,
                     condstore,
                 };
-                request.write(&mut s.out, &view_meta(uid), &status, None);
+                request.write(&mut s.out, &mut Vec::new(), &view_meta(uid), &status, None);
             }
         }
         s.maybe_flush().await?;
@@ -397,12 +398,13 @@ impl Request {
 
     /// Appends one message's untagged FETCH response. `raw` is the message content,
     /// present when `needs_content`; it is parsed only if an item needs its structure.
-    fn write(
+    fn write<'a>(
         &self,
         out: &mut Vec<u8>,
+        spliced: &mut Spliced<'a>,
         meta: &MessageMeta,
         status: &Status<'_>,
-        raw: Option<&[u8]>,
+        raw: Option<&'a [u8]>,
     ) {
         let raw = raw.unwrap_or_default();
         let parsed = OnceCell::new();
@@ -444,15 +446,15 @@ impl Request {
                 }
                 Item::Rfc822 => {
                     out.extend_from_slice(b"RFC822 ");
-                    literal(out, raw);
+                    literal(out, spliced, Cow::Borrowed(raw));
                 }
                 Item::Rfc822Header => {
                     out.extend_from_slice(b"RFC822.HEADER ");
-                    literal(out, message().header());
+                    literal(out, spliced, Cow::Borrowed(message().header()));
                 }
                 Item::Rfc822Text => {
                     out.extend_from_slice(b"RFC822.TEXT ");
-                    literal(out, message().text());
+                    literal(out, spliced, Cow::Borrowed(message().text()));
                 }
                 Item::Section { section, partial } => {
                     out.extend_from_slice(b"BODY[");
@@ -467,12 +469,18 @@ impl Request {
                         Some(section) => message().section(Some(section)),
                     };
                     match text {
-                        Some(text) => match partial {
-                            Some((origin, count)) => {
-                                literal(out, mime::partial(&text, *origin, count.get()))
-                            }
-                            None => literal(out, &text),
-                        },
+                        Some(text) => {
+                            let text = match (partial, text) {
+                                (None, text) => text,
+                                (Some((origin, count)), Cow::Borrowed(text)) => {
+                                    Cow::Borrowed(mime::partial(text, *origin, count.get()))
+                                }
+                                (Some((origin, count)), Cow::Owned(text)) => {
+                                    Cow::Owned(mime::partial(&text, *origin, count.get()).to_vec())
+                                }
+                            };
+                            literal(out, spliced, text)
+                        }
                         None => out.extend_from_slice(b"NIL"),
                     }
                 }
@@ -509,16 +517,58 @@ fn view_meta(uid: u32) -> MessageMeta {
     }
 }
 
+/// Literals too large to copy into the output buffer, each with the position in the
+/// buffer where its bytes belong: they are written to the socket straight from the
+/// message content, so a 50 MB message is held once (as loaded), not twice.
+type Spliced<'a> = Vec<(usize, Cow<'a, [u8]>)>;
+
+/// Literals at least this large are spliced rather than copied.
+const SPLICE_AT: usize = 64 * 1024;
+
 /// A literal. NUL may not appear in one; like Dovecot, it is sent as 0x80.
-fn literal(out: &mut Vec<u8>, data: &[u8]) {
+fn literal<'a>(out: &mut Vec<u8>, spliced: &mut Spliced<'a>, data: Cow<'a, [u8]>) {
     out.extend_from_slice(format!("{{{}}}\r\n", data.len()).as_bytes());
+    if data.len() >= SPLICE_AT {
+        spliced.push((out.len(), data));
+        return;
+    }
     let start = out.len();
-    out.extend_from_slice(data);
-    for b in &mut out[start..] {
+    out.extend_from_slice(&data);
+    nul_to_0x80(&mut out[start..]);
+}
+
+fn nul_to_0x80(bytes: &mut [u8]) {
+    for b in bytes {
         if *b == 0 {
             *b = 0x80;
         }
     }
+}
+
+/// Writes the output buffer with its spliced literals in place, a chunk at a time;
+/// without splices, only flushes a full buffer.
+async fn write_spliced(s: &mut Session, spliced: Spliced<'_>) -> CmdResult<()> {
+    if spliced.is_empty() {
+        s.maybe_flush().await?;
+        return Ok(());
+    }
+    let mut out = std::mem::take(&mut s.out);
+    let mut chunk = Vec::with_capacity(SPLICE_AT);
+    let mut at = 0;
+    for (pos, data) in spliced {
+        s.io.write_all(&out[at..pos]).await?;
+        for piece in data.chunks(SPLICE_AT) {
+            chunk.clear();
+            chunk.extend_from_slice(piece);
+            nul_to_0x80(&mut chunk);
+            s.io.write_all(&chunk).await?;
+        }
+        at = pos;
+    }
+    out.drain(..at);
+    s.out = out;
+    s.maybe_flush().await?;
+    Ok(())
 }
 
 /// The section as the client wrote it, for the response item name.
@@ -669,7 +719,13 @@ mod tests {
             condstore: false,
         };
         let mut out = Vec::new();
-        request.write(&mut out, &meta(), &status, Some(MESSAGE.as_bytes()));
+        request.write(
+            &mut out,
+            &mut Vec::new(),
+            &meta(),
+            &status,
+            Some(MESSAGE.as_bytes()),
+        );
         out
     }
 
@@ -824,8 +880,33 @@ mod tests {
     #[test]
     fn nul_is_sent_as_0x80() {
         let mut out = Vec::new();
-        literal(&mut out, b"a\0b");
+        let mut spliced = Vec::new();
+        literal(&mut out, &mut spliced, Cow::Borrowed(b"a\0b"));
         assert_eq!(out, b"{3}\r\na\x80b");
+        assert!(spliced.is_empty());
+    }
+
+    #[test]
+    fn large_literals_are_spliced_not_copied() {
+        let big = vec![b'x'; SPLICE_AT];
+        let mut out = b"* 1 FETCH (RFC822 ".to_vec();
+        let mut spliced = Vec::new();
+        literal(&mut out, &mut spliced, Cow::Borrowed(&big));
+        out.extend_from_slice(b")\r\n");
+        assert_eq!(
+            out,
+            format!("* 1 FETCH (RFC822 {{{}}}\r\n)\r\n", big.len()).as_bytes()
+        );
+        assert_eq!(spliced.len(), 1);
+        assert_eq!(
+            spliced[0].0,
+            out.len() - 3,
+            "the literal goes before the ')'"
+        );
+        assert!(
+            matches!(spliced[0].1, Cow::Borrowed(_)),
+            "no copy of the message"
+        );
     }
 
     /// Everything a FETCH can say must parse as IMAP.

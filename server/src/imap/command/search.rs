@@ -22,6 +22,7 @@
 
 use std::cell::OnceCell;
 
+use crate::imap::seqset::LazyIntervals;
 use chrono::{FixedOffset, NaiveDate};
 use cpmstore_storage::{
     AccountId, Error as StoreError, Flags, MailboxId, MessageMeta, Store, SystemFlags,
@@ -29,7 +30,6 @@ use cpmstore_storage::{
 use futures::StreamExt;
 use imap_codec::imap_types::core::{AString, Charset, Vec1};
 use imap_codec::imap_types::search::SearchKey;
-use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Address, Header, HeaderValue, Message, MessageParser, PartType};
 
@@ -233,9 +233,9 @@ pub enum Query {
     Or(Box<Query>, Box<Query>),
     Not(Box<Query>),
     /// Message sequence numbers (even in UID SEARCH); `*` is the last message.
-    Seq(SequenceSet),
+    Seq(LazyIntervals),
     /// UIDs; `*` is the highest UID in the mailbox.
-    Uid(SequenceSet),
+    Uid(LazyIntervals),
     /// A system flag (a `SystemFlags` bit) is set.
     Flag(u8),
     /// A keyword is set (compared case-insensitively).
@@ -334,8 +334,8 @@ impl Query {
         let day = |d: &imap_codec::imap_types::datetime::NaiveDate| *d.as_ref();
         Ok(match key {
             K::And(keys) => Query::compile_all(keys.as_ref())?,
-            K::SequenceSet(set) => Query::Seq(set.clone()),
-            K::Uid(set) => Query::Uid(set.clone()),
+            K::SequenceSet(set) => Query::Seq(LazyIntervals::new(set.clone())),
+            K::Uid(set) => Query::Uid(LazyIntervals::new(set.clone())),
             K::All => Query::All,
             K::Answered => Query::Flag(SystemFlags::ANSWERED),
             K::Deleted => Query::Flag(SystemFlags::DELETED),
@@ -533,8 +533,8 @@ pub fn decide(query: &Query, msg: &MessageContext<'_>) -> Option<bool> {
             },
         },
         Query::Not(q) => decide(q, msg).map(|b| !b),
-        Query::Seq(set) => Some(set_contains(set, msg.seq, msg.last.seq)),
-        Query::Uid(set) => Some(set_contains(set, msg.uid, msg.last.uid)),
+        Query::Seq(set) => Some(set.contains(msg.seq, msg.last.seq)),
+        Query::Uid(set) => Some(set.contains(msg.uid, msg.last.uid)),
         Query::Flag(bit) => Some(msg.flags.system.contains(*bit)),
         Query::Keyword(kw) => Some(
             msg.flags
@@ -566,22 +566,6 @@ pub fn decide(query: &Query, msg: &MessageContext<'_>) -> Option<bool> {
             )
         }
     }
-}
-
-/// Whether `n` is in a sequence set, `*` being `last`. Numbers beyond the mailbox simply
-/// match nothing (`5:7` in a mailbox of 3 selects none).
-fn set_contains(set: &SequenceSet, n: u32, last: u32) -> bool {
-    let value = |s: &SeqOrUid| match s {
-        SeqOrUid::Value(v) => v.get(),
-        SeqOrUid::Asterisk => last,
-    };
-    set.0.as_ref().iter().any(|seq| match seq {
-        Sequence::Single(s) => value(s) == n,
-        Sequence::Range(a, b) => {
-            let (a, b) = (value(a), value(b));
-            a.min(b) <= n && n <= a.max(b)
-        }
-    })
 }
 
 /// A message's content, parsed on first need: the header alone for header keys, the
