@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `config`: the TOML file and `CPMSTORE_*` overrides, validated once.
+//! - `data_lock`: one `serve` per SQLite database.
 //! - `admin`: provisioning operations shared by the CLI and the HTTP admin API.
 //! - `auth`: credential derivation and checks, PSK sealing, throttling.
 //! - `net`, `imap`: listeners and the protocol.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod data_lock;
 pub mod http;
 pub mod imap;
 pub mod ingress;

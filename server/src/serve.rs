@@ -214,6 +214,9 @@ pub async fn run_until(
     shutdown_tx: watch::Sender<bool>,
     signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // One server per SQLite database, held until this returns (see data_lock.rs).
+    let _data_lock =
+        crate::data_lock::acquire_for(&config).map_err(|e| ServeError::Other(e.to_string()))?;
     let store = cpmstore_storage::open(&config.storage.url, &OpenOptions::default()).await?;
 
     let tls_dir = config.data_dir.join("tls");

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
-use cpmstore_tests::imap_client::{Client, Reply};
+use cpmstore_tests::imap_client::{Client, Reply, quote};
 use cpmstore_tests::server::Server;
 
 const USER: &str = "rita";
@@ -212,4 +212,90 @@ fn text_of_an_attached_multipart_message_runs_to_the_end_of_its_part() {
     assert_eq!(literal(&r), inner, "{r:?}");
     let r = c.command("FETCH 1 (BODY.PEEK[1.1])").ok();
     assert_eq!(literal(&r), "first alternative", "{r:?}");
+}
+
+/// RFC 3501 5.1.3: a mailbox name is modified UTF-7, in its one valid spelling. Every
+/// command that creates, opens or writes to a mailbox refuses a malformed name with
+/// BAD saying why, and nothing is created; valid names work and are listed as sent.
+/// DELETE (like RENAME's source, UNSUBSCRIBE and LIST) takes any name, so one stored
+/// before the check can still be removed: a malformed name it cannot find is NO.
+#[test]
+fn mailbox_names_must_be_valid_modified_utf7() {
+    const WHY: &str = "BAD Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): ";
+    let server = start();
+    let mut c = login(&server);
+    let listed = |c: &mut Client| {
+        let mut lines = c.command("LIST \"\" \"*\"").ok().untagged;
+        lines.sort();
+        lines
+    };
+    let before = listed(&mut c);
+
+    let invalid = [
+        ("&Jjo", "no '-' closes"),
+        ("&AGE-", "encodes printable US-ASCII"),
+        ("m&AAA-", "encodes a control character"),
+        ("&/+8-", "byte 1 is not modified BASE64"),
+        ("&AOk-&AOk-", "directly follows another"),
+        ("&AOl-", "padding bits"),
+        ("&2D0-", "unpaired UTF-16 surrogate"),
+        ("&AOkA-", "whole UTF-16 code units"),
+        ("Work/&AGE-", "byte 5"),
+    ];
+    for (name, reason) in invalid {
+        let r = c.command(&format!("CREATE {}", quote(name)));
+        assert!(r.status.starts_with(WHY), "CREATE {name}: {r:?}");
+        assert!(r.status.contains(reason), "CREATE {name}: {r:?}");
+    }
+    // A raw 8-bit name (no UTF8=ACCEPT here) in a literal.
+    let tag = c.tag();
+    c.send_raw(format!("{tag} CREATE {{9+}}\r\nEntw\u{fc}rfe\r\n").as_bytes());
+    let r = c.read_reply(&tag);
+    assert!(
+        r.status.starts_with(WHY) && r.status.contains("8-bit"),
+        "{r:?}"
+    );
+    assert_eq!(listed(&mut c), before, "a refused CREATE created nothing");
+
+    // Every other command that names a mailbox to open or write to.
+    let bad = "&AGE-";
+    c.append("INBOX", "", &note(1)).ok();
+    for command in [
+        format!("SELECT {}", quote(bad)),
+        format!("EXAMINE {}", quote(bad)),
+        format!("STATUS {} (MESSAGES)", quote(bad)),
+        format!("SUBSCRIBE {}", quote(bad)),
+        format!("RENAME INBOX {}", quote(bad)),
+    ] {
+        let r = c.command(&command);
+        assert!(r.status.starts_with(WHY), "{command}: {r:?}");
+    }
+    let r = c.append(bad, "", &note(2));
+    assert!(r.status.starts_with(WHY), "APPEND: {r:?}");
+    c.command("SELECT INBOX").ok();
+    for command in ["COPY", "MOVE", "UID COPY"] {
+        let r = c.command(&format!("{command} 1 {}", quote(bad)));
+        assert!(r.status.starts_with(WHY), "{command}: {r:?}");
+    }
+    c.command("UNSELECT").ok();
+    let r = c.command(&format!("DELETE {}", quote(bad)));
+    assert!(r.status.starts_with("NO [NONEXISTENT]"), "DELETE: {r:?}");
+    assert_eq!(listed(&mut c), before, "nothing was created");
+
+    // Valid names: Japanese, a German umlaut between ASCII, an escaped '&'.
+    for name in ["&ZeVnLIqe-", "Entw&APw-rfe", "R&-D", "&ZeVnLIqe-/&U,BTFw-"] {
+        c.command(&format!("CREATE {}", quote(name))).ok();
+        c.append(name, "", &note(3)).ok();
+        let r = c.command(&format!("SELECT {}", quote(name))).ok();
+        assert_eq!(count(&r, "EXISTS"), Some(1), "{name}: {r:?}");
+        c.command(&format!("SUBSCRIBE {}", quote(name))).ok();
+        let r = c
+            .command(&format!("STATUS {} (MESSAGES)", quote(name)))
+            .ok();
+        assert!(r.untagged[0].contains("(MESSAGES 1)"), "{name}: {r:?}");
+    }
+    let after = listed(&mut c).join("\n");
+    for name in ["&ZeVnLIqe-", "Entw&APw-rfe", "R&-D", "&ZeVnLIqe-/&U,BTFw-"] {
+        assert!(after.contains(&quote(name)), "{name} not listed:\n{after}");
+    }
 }

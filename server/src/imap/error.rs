@@ -71,6 +71,15 @@ impl From<StoreError> for CmdError {
     }
 }
 
+/// A mailbox name that is not modified UTF-7: `BAD`, saying why.
+impl From<super::mutf7::Invalid> for CmdError {
+    fn from(e: super::mutf7::Invalid) -> Self {
+        CmdError::Bad(format!(
+            "Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): {e}."
+        ))
+    }
+}
+
 impl From<std::io::Error> for CmdError {
     fn from(e: std::io::Error) -> Self {
         CmdError::Io(e)
@@ -134,6 +143,12 @@ mod tests {
             (
                 CmdError::no_code("PRIVACYREQUIRED", "TLS first"),
                 "a NO [PRIVACYREQUIRED] TLS first\r\n",
+            ),
+            (
+                CmdError::from(crate::imap::mutf7::Invalid::EncodedAscii { at: 0 }),
+                "a BAD Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): \
+                 the shift sequence at byte 0 encodes printable US-ASCII, which must be \
+                 written as itself.\r\n",
             ),
         ];
         for (err, line) in cases {

@@ -1,12 +1,14 @@
 //! The IMAP protocol: framing (`codec`), the per-connection state machine (`session`),
 //! one file per command family (`command/`), what a selected session knows
-//! (`mailbox_view`), message structure (`mime`), and the one error mapping (`error`).
+//! (`mailbox_view`), message structure (`mime`), mailbox-name spelling (`mutf7`), and
+//! the one error mapping (`error`).
 
 pub mod codec;
 pub mod command;
 pub mod error;
 pub mod mailbox_view;
 pub mod mime;
+pub mod mutf7;
 pub mod response;
 pub mod seqset;
 pub mod session;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
-use super::mailbox_name;
+use super::existing_mailbox_name;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::response;
 use crate::imap::session::Session;
@@ -73,7 +73,10 @@ pub async fn list(
         .ok_or_else(|| CmdError::bad("Not logged in."))?;
     let reference = match reference {
         Mailbox::Inbox => "INBOX".to_string(),
-        other => mailbox_name(other)?,
+        // LIST only matches stored names, so the reference and the pattern are not
+        // checked as modified UTF-7: a malformed one matches nothing new, and names
+        // stored before the check stay visible so that clients can clean them up.
+        other => existing_mailbox_name(other)?,
     };
     let pattern: Vec<u8> = match pattern {
         ListMailbox::Token(t) => t.as_ref().to_vec(),

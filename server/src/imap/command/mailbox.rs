@@ -4,7 +4,7 @@ use cpmstore_storage::{Error as StoreError, NewMailbox};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
 
-use super::mailbox_name;
+use super::{existing_mailbox_name, mailbox_name};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::response;
 use crate::imap::session::{Session, State};
@@ -76,7 +76,8 @@ pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
 
 pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
     let account = account(s)?;
-    let name = mailbox_name(mailbox)?;
+    // Not checked as modified UTF-7: a name stored before the check can still go.
+    let name = existing_mailbox_name(mailbox)?;
     if name == "INBOX" {
         return Err(CmdError::no("INBOX can't be deleted."));
     }
@@ -108,7 +109,8 @@ pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
 
 pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> CmdResult {
     let account = account(s)?;
-    let from = mailbox_name(from)?;
+    // The source may be a name stored before the modified UTF-7 check; the target not.
+    let from = existing_mailbox_name(from)?;
     let to = mailbox_name(to)?;
     if to == "INBOX" {
         return Err(CmdError::no_code(
@@ -133,7 +135,12 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Cm
 
 pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdResult {
     let account = account(s)?;
-    let name = mailbox_name(mailbox)?;
+    // UNSUBSCRIBE only removes, so it takes any stored name; SUBSCRIBE checks it.
+    let name = if on {
+        mailbox_name(mailbox)?
+    } else {
+        existing_mailbox_name(mailbox)?
+    };
     match s.ctx.store.set_subscribed(account, &name, on).await {
         Ok(()) => Ok(Done::text(if on {
             "Subscribe completed."

@@ -21,6 +21,7 @@ use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 
 use super::error::{CmdError, CmdResult, Done};
+use super::mutf7;
 use super::session::Session;
 
 /// Runs a command that the session's state allows.
@@ -115,8 +116,21 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
     }
 }
 
-/// The storage name of a mailbox argument: `INBOX` (any case) or the name as sent.
+/// The storage name of a mailbox argument: `INBOX` (any case) or the name as sent,
+/// which must be valid modified UTF-7 (`BAD` saying why otherwise). For every command
+/// that creates, opens or writes to a mailbox.
 pub fn mailbox_name(m: &Mailbox<'_>) -> CmdResult<String> {
+    if let Mailbox::Other(other) = m {
+        mutf7::validate(other.inner().as_ref())?;
+    }
+    existing_mailbox_name(m)
+}
+
+/// The storage name of a mailbox argument, without the modified UTF-7 check: for the
+/// commands that only find or remove a name (DELETE, RENAME's source, UNSUBSCRIBE,
+/// LIST's reference), so a name stored before the check existed can still be listed,
+/// renamed to a valid one or deleted. Nothing new can be named through them.
+pub fn existing_mailbox_name(m: &Mailbox<'_>) -> CmdResult<String> {
     match m {
         Mailbox::Inbox => Ok("INBOX".into()),
         Mailbox::Other(other) => {
