@@ -153,7 +153,18 @@ impl Client {
 
     /// Implicit TLS.
     pub fn tls(addr: SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).expect("connect");
+        Client::tls_over(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Cleartext connection over a connected socket (e.g. from another source address).
+    pub fn plain_over(tcp: TcpStream) -> Client {
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        Client::from_stream(Stream::Plain(tcp))
+    }
+
+    /// Implicit TLS over a connected socket.
+    pub fn tls_over(tcp: TcpStream) -> Client {
         tcp.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
         let conn = ClientConnection::new(

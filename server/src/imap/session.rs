@@ -476,6 +476,10 @@ pub async fn run(mut s: Session) {
         };
         match execute(&mut s, command).await {
             Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::info!(%peer, "write timeout: the client read nothing; closing");
+                break;
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
@@ -542,6 +546,11 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
         } else {
             command::dispatch(s, &tag, command.body).await
         };
+        // Logged in: the place among unauthenticated connections is given back
+        // before the client hears OK (it may connect again at once).
+        if s.preauth.is_some() && s.user().is_some() {
+            s.preauth = None;
+        }
         // Every command ends by telling the client what changed meanwhile.
         match (r, s.catch_up(allow_expunge).await) {
             (Ok(done), Ok(())) => Ok(done),
