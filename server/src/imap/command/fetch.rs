@@ -142,6 +142,8 @@ pub async fn fetch(
 
     let mut missing = skipped;
     for chunk in uids.chunks(CHUNK) {
+        // Formatting is CPU work on the reactor: let other sessions run between chunks.
+        tokio::task::yield_now().await;
         let metas: Vec<MessageMeta> = store
             .fetch(account, mailbox, &to_ranges(chunk))
             .try_collect()
@@ -236,6 +238,8 @@ async fn fetch_from_view(
         changed_since,
     );
     for chunk in uids.chunks(CHUNK) {
+        // Formatting is CPU work on the reactor: let other sessions run between chunks.
+        tokio::task::yield_now().await;
         let State::Selected { view, .. } = &s.state else {
             return Err(CmdError::bad("No mailbox selected."));
         };
