@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod harness;
 pub mod mailbox_view;
 pub mod mime;
 pub mod response;
