@@ -27,7 +27,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use cpmstore_server::config::LimitsConfig;
-use cpmstore_server::imap::harness::{Harness, Opening, check_transcript};
+use cpmstore_server::imap::harness::{Harness, Opening, check_transcript_except};
 use libfuzzer_sys::fuzz_target;
 
 /// Longest an input's session may take to end once the client has closed.
@@ -40,6 +40,21 @@ const RESTORE_EVERY: u64 = 100;
 /// Restores between comparisons of the store with the fixture (changes nobody
 /// published, such as subscriptions).
 const THOROUGH_EVERY: u64 = 10;
+
+/// Known findings, reported and awaiting a fix in code this target does not own: the
+/// responses they produce are not decoded, so that a run goes on past them. Remove an
+/// entry once its fix is in.
+///
+/// 1. `a FETCH 1 ()`, an empty list of items (which imap-codec's command parser lets
+///    through), is answered `* 1 FETCH ()`, which the grammar does not allow (RFC 3501
+///    7.4.2: msg-att holds at least one item); it should get BAD. Reproducer:
+///    `printf '\x02a FETCH 1 ()\r\n'`.
+fn known_finding(response: &[u8]) -> bool {
+    response
+        .strip_prefix(b"* ")
+        .and_then(|r| r.strip_suffix(b" FETCH ()\r\n"))
+        .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit))
+}
 
 struct World {
     runtime: tokio::runtime::Runtime,
@@ -127,7 +142,7 @@ fuzz_target!(|data: &[u8]| {
             .converse(Opening::from_byte(first), &input, max_output, HANG)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        if let Err(e) = check_transcript(&input, &out) {
+        if let Err(e) = check_transcript_except(&input, &out, &known_finding) {
             panic!(
                 "{e}\n--- the server wrote:\n{}",
                 String::from_utf8_lossy(&out[..out.len().min(64 * 1024)])

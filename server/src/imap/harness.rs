@@ -594,6 +594,17 @@ async fn create_fixture(
 ///   requests, than lines in `input`;
 /// - after `* BYE` comes at most one tagged status (LOGOUT's), and nothing else.
 pub fn check_transcript(input: &[u8], output: &[u8]) -> Result<(), String> {
+    check_transcript_except(input, output, &|_| false)
+}
+
+/// [`check_transcript`], except that responses for which `known` is true are not
+/// decoded: a known finding awaiting its fix, so that a long fuzzing run can go on
+/// past it. Every other rule still applies to them.
+pub fn check_transcript_except(
+    input: &[u8],
+    output: &[u8],
+    known: &dyn Fn(&[u8]) -> bool,
+) -> Result<(), String> {
     let tags = client_tags(input);
     let lines_in = input.split(|&b| b == b'\n').count();
     let mut pos = 0;
@@ -618,6 +629,7 @@ pub fn check_transcript(input: &[u8], output: &[u8]) -> Result<(), String> {
         }
         match ResponseCodec::default().decode(response) {
             Ok(([], _)) => {}
+            _ if known(response) => {}
             Ok(_)
             | Err(
                 ResponseDecodeError::Incomplete
