@@ -357,6 +357,8 @@ impl Harness {
         let limits = FrameLimits {
             max_command_bytes: self.ctx.limits.max_command_bytes,
             max_literal_bytes: self.ctx.limits.max_literal_bytes,
+            max_preauth_command_bytes: self.ctx.limits.max_preauth_command_bytes,
+            write_timeout: std::time::Duration::from_secs(self.ctx.limits.write_timeout_secs),
         };
         let info = ConnInfo {
             peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 50143),

@@ -898,7 +898,10 @@ mod tests {
     #[test]
     fn an_empty_item_list_is_bad_unless_uid_fetch() {
         let empty = || MacroOrMessageDataItemNames::MessageDataItemNames(Vec::new());
-        assert!(matches!(Request::new(empty(), false), Err(CmdError::Bad(_))));
+        assert!(matches!(
+            Request::new(empty(), false),
+            Err(CmdError::Bad(_))
+        ));
         let request = Request::new(empty(), true).map_err(|_| ()).unwrap();
         assert_eq!(request.items, vec![Item::Uid]);
     }
