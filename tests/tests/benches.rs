@@ -45,3 +45,24 @@ fn auth_bench_runs() {
     let out = run(env!("CARGO_BIN_EXE_auth_bench"), &["10", "2", "5"]);
     assert!(!out.trim().is_empty(), "prints its figures");
 }
+
+#[test]
+fn conn_mem_bench_runs() {
+    let out = run(env!("CARGO_BIN_EXE_conn-mem-bench"), &["20", "10"]);
+    for shape in [
+        "session",
+        "plain-idle",
+        "plain-partial",
+        "tls-no-handshake",
+        "tls-hello",
+        "tls-partial",
+        "starttls-idle",
+        "psk-no-handshake",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(shape) && l.contains("KiB per connection")),
+            "{shape} measured: {out}"
+        );
+    }
+}
