@@ -58,6 +58,7 @@ fn conn_mem_bench_runs() {
         "tls-partial",
         "starttls-idle",
         "psk-no-handshake",
+        "psk-hello",
     ] {
         assert!(
             out.lines()

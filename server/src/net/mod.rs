@@ -59,7 +59,7 @@ impl Conn {
                 "STARTTLS on a connection that is not plain",
             ));
         };
-        let tls = acceptor.accept(tcp).await?;
+        let tls = tls::accept(acceptor, tcp).await?;
         *self = Conn::Tls(Box::new(tls));
         Ok(())
     }
@@ -152,6 +152,15 @@ impl AsyncWrite for Conn {
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
+}
+
+/// Waits until the client has sent something (or closed the connection), without
+/// consuming it: TLS state is made only then. (A peek, because tokio reports a new
+/// socket readable before anything has arrived.)
+pub async fn first_bytes(tcp: &TcpStream) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    tcp.peek(&mut byte).await?;
+    Ok(())
 }
 
 /// Peer and listener of a connection.

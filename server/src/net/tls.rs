@@ -81,6 +81,18 @@ pub fn server_config(source: CertSource<'_>) -> Result<ServerTls, TlsError> {
     })
 }
 
+/// Runs the server side of a TLS handshake on `tcp`, once the client has sent
+/// something: a connection that never starts its handshake holds no TLS state, only its
+/// socket. The handshake's state is boxed, allocated while it runs and not kept in the
+/// connection's future afterwards.
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    super::first_bytes(&tcp).await?;
+    Box::pin(acceptor.accept(tcp)).await
+}
+
 /// RFC 5929 section 4.1: the hash of the DER certificate, with the hash function of
 /// its signature algorithm (SHA-256 instead of MD5 or SHA-1). `None` when the
 /// algorithm has no single hash function (Ed25519) or the certificate does not parse.

@@ -14,7 +14,10 @@
 //! - `tls-partial`: implicit TLS, handshake done, greeting read, then 8,000 bytes of a
 //!   command line without its CRLF;
 //! - `starttls-idle`: cleartext port, STARTTLS and its handshake, then silent;
-//! - `psk-no-handshake`: PSK-TLS port (OpenSSL), TCP connected, nothing sent.
+//! - `psk-no-handshake`: PSK-TLS port (OpenSSL), TCP connected, nothing sent;
+//! - `psk-hello`: PSK-TLS port, a TLS 1.2 PSK ClientHello sent and nothing more (the
+//!   server has answered and waits for the client's key exchange; a TLS 1.3 one with an
+//!   unknown identity is refused at once, on its binder).
 //!
 //! Usage (build the server in release first):
 //!   cargo build --release -p cpmstore-server -p cpmstore-tests --bins
@@ -67,9 +70,10 @@ enum Shape {
     TlsPartial,
     StartTlsIdle,
     PskNoHandshake,
+    PskHello,
 }
 
-const SHAPES: [Shape; 8] = [
+const SHAPES: [Shape; 9] = [
     Shape::Session,
     Shape::PlainIdle,
     Shape::PlainPartial,
@@ -78,6 +82,7 @@ const SHAPES: [Shape; 8] = [
     Shape::TlsPartial,
     Shape::StartTlsIdle,
     Shape::PskNoHandshake,
+    Shape::PskHello,
 ];
 
 impl Shape {
@@ -91,6 +96,7 @@ impl Shape {
             Shape::TlsPartial => "tls-partial",
             Shape::StartTlsIdle => "starttls-idle",
             Shape::PskNoHandshake => "psk-no-handshake",
+            Shape::PskHello => "psk-hello",
         }
     }
 
@@ -104,6 +110,7 @@ impl Shape {
             Shape::TlsPartial => "TLS connections with 8,000 bytes of an unended line",
             Shape::StartTlsIdle => "STARTTLS connections idle after the handshake",
             Shape::PskNoHandshake => "PSK-TLS connections that never start the handshake",
+            Shape::PskHello => "PSK-TLS connections that sent a ClientHello only",
         }
     }
 }
@@ -123,7 +130,12 @@ struct Target {
 }
 
 fn source(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(SOURCES)) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (i % usize::from(SOURCES)) as u8,
+    ))
 }
 
 async fn tcp(from: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
@@ -244,7 +256,65 @@ async fn open(shape: Shape, i: usize, to: &Target) -> io::Result<Held> {
             let psk = to.psk.expect("the PSK listener runs");
             Ok(Held::Tcp(tcp(from, psk).await?))
         }
+        Shape::PskHello => {
+            let psk = to.psk.expect("the PSK listener runs");
+            let mut s = tcp(from, psk).await?;
+            s.write_all(&psk_client_hello()?).await?;
+            let mut first = [0u8; 1];
+            s.peek(&mut first).await?;
+            Ok(Held::Tcp(s))
+        }
     }
+}
+
+/// Collects what OpenSSL writes; has nothing to read.
+struct Capture(Vec<u8>);
+
+impl io::Read for Capture {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The ClientHello of an OpenSSL PSK client (identity `bench`), as the server's PSK
+/// port expects one.
+fn psk_client_hello() -> io::Result<Vec<u8>> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(io::Error::other)?;
+    builder
+        .set_max_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(io::Error::other)?;
+    builder
+        .set_cipher_list("ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES128-GCM-SHA256")
+        .map_err(io::Error::other)?;
+    builder
+        .set_ciphersuites("TLS_AES_128_GCM_SHA256")
+        .map_err(io::Error::other)?;
+    builder.set_verify(SslVerifyMode::NONE);
+    builder.set_psk_client_callback(|_, _hint, id, key| {
+        id[..6].copy_from_slice(b"bench\0");
+        key[..32].fill(7);
+        Ok(32)
+    });
+    let mut config = builder.build().configure().map_err(io::Error::other)?;
+    config.set_verify_hostname(false);
+    config.set_use_server_name_indication(false);
+    let ssl = config.into_ssl("localhost").map_err(io::Error::other)?;
+    let mut stream =
+        openssl::ssl::SslStream::new(ssl, Capture(Vec::new())).map_err(io::Error::other)?;
+    // Stops wanting to read the server's answer, the ClientHello written.
+    let _ = stream.connect();
+    Ok(std::mem::take(&mut stream.get_mut().0))
 }
 
 /// Opens `n` connections of `shape`, at most [`PARALLEL`] being set up at once.
@@ -267,6 +337,22 @@ async fn open_many(shape: Shape, first: usize, n: usize, to: &Arc<Target>) -> Ve
         }
     }
     held
+}
+
+/// Whether the server has closed this connection (what it sent is not read).
+fn closed_by_server(held: &Held) -> bool {
+    let tcp = match held {
+        Held::Tcp(s) | Held::Hello(s, _) => s,
+        Held::Tls(s) => s.get_ref().0,
+    };
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// The server's VmRSS in KiB.
@@ -310,7 +396,7 @@ fn measure(shape: Shape, n: usize, rt: &tokio::runtime::Runtime) -> f64 {
     );
     let server = Server::start_with(ServerOptions {
         extra_config: limits,
-        psk: shape == Shape::PskNoHandshake,
+        psk: matches!(shape, Shape::PskNoHandshake | Shape::PskHello),
         ..Default::default()
     });
     if shape == Shape::Session {
@@ -330,6 +416,12 @@ fn measure(shape: Shape, n: usize, rt: &tokio::runtime::Runtime) -> f64 {
     let held = rt.block_on(open_many(shape, WARM_UP, n, &target));
     let opened = started.elapsed();
     let after = settled_rss(pid);
+    let closed = rt.block_on(async { held.iter().filter(|h| closed_by_server(h)).count() });
+    assert!(
+        closed == 0,
+        "{}: the server closed {closed} of the {n} connections; nothing was measured",
+        shape.name()
+    );
     let per = after.saturating_sub(before) as f64 / n.max(1) as f64;
     println!(
         "{:<17} {n:>6} {}: server RSS {before} KiB before, {after} KiB after, {:.1} MiB for {n} ({per:.1} KiB per connection; opened in {:.1} s)",
