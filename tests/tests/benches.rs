@@ -51,6 +51,7 @@ fn conn_mem_bench_runs() {
     let out = run(env!("CARGO_BIN_EXE_conn-mem-bench"), &["20", "10"]);
     for shape in [
         "session",
+        "session-idle",
         "plain-idle",
         "plain-partial",
         "tls-no-handshake",

@@ -305,13 +305,19 @@ impl Framed {
         }
     }
 
-    /// Called when a message is complete: one that grew its fragmentizer leaves its
-    /// buffers behind, so the fragmentizer is rebuilt. Nothing the client sent after
-    /// the message is in it (a message ends where a piece ends), which `pending` proves.
+    /// Called when a message is complete.
     fn message_done(&mut self) {
-        let grown = self.frag.message_bytes().len().max(self.fed_max) > KEEP_AT_MOST;
         self.literal_total = 0;
         self.literal_left = 0;
+        self.give_back();
+    }
+
+    /// A message that grew the fragmentizer (a long line, a literal, an APPEND of
+    /// 50 MB) leaves its buffers behind, so the fragmentizer is rebuilt empty once the
+    /// message is done. Nothing the client sent after the message is in it (a message
+    /// ends where a piece ends), which `pending` proves.
+    fn give_back(&mut self) {
+        let grown = self.frag.message_bytes().len().max(self.fed_max) > KEEP_AT_MOST;
         if grown && self.pending == 0 {
             self.frag = new_fragmentizer(self.limits);
             self.fed_max = 0;
@@ -344,8 +350,9 @@ impl Framed {
                     let tag = self.tag();
                     match mode {
                         LiteralMode::Sync => {
-                            self.frag.skip_message();
+                            // Done before skipping: the line's size still shows.
                             self.message_done();
+                            self.frag.skip_message();
                             return Ok(Incoming::LiteralRefused { tag });
                         }
                         LiteralMode::NonSync => return Ok(Incoming::Overflow { tag }),
@@ -389,18 +396,17 @@ impl Framed {
             self.pending = self.pending.saturating_sub(info.range().len());
             if !self.frag.is_message_complete() {
                 // A literal in an AUTHENTICATE line is not allowed: refuse it unread.
+                self.give_back();
                 self.frag.skip_message();
                 return Ok(AuthLine::Malformed);
             }
-            return Ok(
-                match self.frag.decode_message(&AuthenticateDataCodec::default()) {
-                    Ok(AuthenticateData::Continue(data)) => {
-                        AuthLine::Data(data.declassify().to_vec())
-                    }
-                    Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
-                    Err(_) => AuthLine::Malformed,
-                },
-            );
+            let line = match self.frag.decode_message(&AuthenticateDataCodec::default()) {
+                Ok(AuthenticateData::Continue(data)) => AuthLine::Data(data.declassify().to_vec()),
+                Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
+                Err(_) => AuthLine::Malformed,
+            };
+            self.give_back();
+            return Ok(line);
         }
     }
 
@@ -419,10 +425,13 @@ impl Framed {
             };
             self.pending = self.pending.saturating_sub(info.range().len());
             if !self.frag.is_message_complete() {
+                self.give_back();
                 self.frag.skip_message();
                 return Ok(false);
             }
-            return Ok(self.frag.decode_message(&IdleDoneCodec::default()).is_ok());
+            let done = self.frag.decode_message(&IdleDoneCodec::default()).is_ok();
+            self.give_back();
+            return Ok(done);
         }
     }
 
@@ -472,4 +481,135 @@ fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {
         .max_literal_bytes
         .saturating_add(limits.max_command_bytes.saturating_mul(2));
     Fragmentizer::new(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    const LIMITS: FrameLimits = FrameLimits {
+        max_command_bytes: 65536,
+        max_literal_bytes: 1_000_000,
+        max_preauth_command_bytes: 8192,
+        write_timeout: Duration::from_secs(5),
+    };
+
+    /// The server's framed side of a loopback connection, and the client's socket.
+    async fn pair() -> (Framed, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Framed::new(Conn::Plain(server), LIMITS), client)
+    }
+
+    /// The next command's tag and name, and its APPEND message if it is one.
+    async fn next(framed: &mut Framed) -> (String, &'static str, Option<Vec<u8>>) {
+        let Incoming::Command(command) = framed.read_command().await.unwrap() else {
+            panic!("not a command");
+        };
+        let message = match &command.body {
+            CommandBody::Append {
+                message: LiteralOrLiteral8::Literal(l),
+                ..
+            } => Some(l.data().to_vec()),
+            _ => None,
+        };
+        (
+            command.tag.inner().to_string(),
+            command.body.name(),
+            message,
+        )
+    }
+
+    /// Holds nothing for a client that is waiting: no unfed bytes, and a fragmentizer
+    /// that has been handed small pieces only.
+    fn holds_nothing(framed: &Framed) -> bool {
+        framed.unfed.capacity() == 0 && framed.pending == 0 && framed.fed_max <= KEEP_AT_MOST
+    }
+
+    #[tokio::test]
+    async fn pipelined_commands_are_read_in_order_from_one_write() {
+        let (mut framed, mut client) = pair().await;
+        framed.set_authenticated(true);
+        client
+            .write_all(b"a NOOP\r\nb APPEND INBOX {5+}\r\nhe\nlo\r\nc CHECK\r\nd NOOP\r\n")
+            .await
+            .unwrap();
+        assert_eq!(next(&mut framed).await, ("a".into(), "NOOP", None));
+        assert_eq!(
+            next(&mut framed).await,
+            ("b".into(), "APPEND", Some(b"he\nlo".to_vec()))
+        );
+        assert_eq!(next(&mut framed).await, ("c".into(), "CHECK", None));
+        assert_eq!(next(&mut framed).await, ("d".into(), "NOOP", None));
+        assert!(holds_nothing(&framed));
+    }
+
+    #[tokio::test]
+    async fn a_large_command_is_given_back_and_what_follows_it_kept() {
+        let (mut framed, mut client) = pair().await;
+        framed.set_authenticated(true);
+        let size = 200_000;
+        let mut bytes = format!("a APPEND INBOX {{{size}+}}\r\n").into_bytes();
+        bytes.extend((0..size).map(|i| if i % 70 == 69 { b'\n' } else { b'q' }));
+        // What the client pipelined behind it arrives with the literal's last bytes.
+        bytes.extend_from_slice(b"\r\nb NOOP\r\nc LOGOUT\r\n");
+        let writer = tokio::spawn(async move {
+            client.write_all(&bytes).await.unwrap();
+            client
+        });
+        let (tag, name, message) = next(&mut framed).await;
+        assert_eq!((tag.as_str(), name), ("a", "APPEND"));
+        assert_eq!(message.map(|m| m.len()), Some(size));
+        assert_eq!(framed.frag.message_bytes().len(), 0, "rebuilt empty");
+        assert_eq!(next(&mut framed).await, ("b".into(), "NOOP", None));
+        assert_eq!(next(&mut framed).await, ("c".into(), "LOGOUT", None));
+        assert!(holds_nothing(&framed));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn commands_split_anywhere_are_read_the_same() {
+        let (mut framed, mut client) = pair().await;
+        client.set_nodelay(true).unwrap();
+        let bytes = b"a LOGIN {3+}\r\nbob {4+}\r\npass\r\nb NOOP\r\n".to_vec();
+        let writer = tokio::spawn(async move {
+            for byte in bytes {
+                client.write_all(&[byte]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            client
+        });
+        assert_eq!(next(&mut framed).await, ("a".into(), "LOGIN", None));
+        assert_eq!(next(&mut framed).await, ("b".into(), "NOOP", None));
+        assert!(holds_nothing(&framed));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unended_line_before_login_is_still_cut_at_the_cap() {
+        let (mut framed, mut client) = pair().await;
+        let mut line = b"a LOGIN ".to_vec();
+        line.resize(20_000, b'x');
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&line).await;
+            client
+        });
+        assert!(matches!(
+            framed.read_command().await.unwrap(),
+            Incoming::Overflow { .. }
+        ));
+        // Held no more than the cap and one piece.
+        assert!(framed.frag.message_bytes().len() <= 8192 + LINE_PIECE);
+        drop(writer.await.unwrap());
+    }
 }

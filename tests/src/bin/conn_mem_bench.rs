@@ -5,6 +5,7 @@
 //!
 //! Shapes:
 //! - `session`: implicit TLS, LOGIN + SELECT INBOX, then silent (an idle mail client);
+//! - `session-idle`: the same, then IDLE (a client waiting for push);
 //! - `plain-idle`: cleartext port, greeting read, then silent;
 //! - `plain-partial`: cleartext port, 8,000 bytes of a command line without its CRLF
 //!   (under `limits.max_preauth_command_bytes`, 8 KiB, so the server keeps waiting);
@@ -63,6 +64,7 @@ const PARTIAL_BYTES: usize = 8000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
     Session,
+    SessionIdle,
     PlainIdle,
     PlainPartial,
     TlsNoHandshake,
@@ -73,8 +75,9 @@ enum Shape {
     PskHello,
 }
 
-const SHAPES: [Shape; 9] = [
+const SHAPES: [Shape; 10] = [
     Shape::Session,
+    Shape::SessionIdle,
     Shape::PlainIdle,
     Shape::PlainPartial,
     Shape::TlsNoHandshake,
@@ -89,6 +92,7 @@ impl Shape {
     fn name(self) -> &'static str {
         match self {
             Shape::Session => "session",
+            Shape::SessionIdle => "session-idle",
             Shape::PlainIdle => "plain-idle",
             Shape::PlainPartial => "plain-partial",
             Shape::TlsNoHandshake => "tls-no-handshake",
@@ -103,6 +107,7 @@ impl Shape {
     fn what(self) -> &'static str {
         match self {
             Shape::Session => "idle authenticated TLS sessions (LOGIN + SELECT INBOX)",
+            Shape::SessionIdle => "authenticated TLS sessions in IDLE (LOGIN + SELECT + IDLE)",
             Shape::PlainIdle => "cleartext connections idle after the greeting",
             Shape::PlainPartial => "cleartext connections with 8,000 bytes of an unended line",
             Shape::TlsNoHandshake => "implicit-TLS connections that never send a ClientHello",
@@ -201,12 +206,16 @@ fn partial_line() -> Vec<u8> {
 async fn open(shape: Shape, i: usize, to: &Target) -> io::Result<Held> {
     let from = source(i);
     match shape {
-        Shape::Session => {
+        Shape::Session | Shape::SessionIdle => {
             let mut s = tls_connect(tcp(from, to.imaps).await?).await?;
             read_to(&mut s, "* OK").await?;
             let user = format!("idle{}", i % USERS);
             command(&mut s, "a", &format!("LOGIN {user} \"{PASSWORD}\"")).await?;
             command(&mut s, "b", "SELECT INBOX").await?;
+            if shape == Shape::SessionIdle {
+                s.write_all(b"c IDLE\r\n").await?;
+                read_to(&mut s, "+").await?;
+            }
             Ok(Held::Tls(Box::new(s)))
         }
         Shape::PlainIdle => {
@@ -399,7 +408,7 @@ fn measure(shape: Shape, n: usize, rt: &tokio::runtime::Runtime) -> f64 {
         psk: matches!(shape, Shape::PskNoHandshake | Shape::PskHello),
         ..Default::default()
     });
-    if shape == Shape::Session {
+    if matches!(shape, Shape::Session | Shape::SessionIdle) {
         for u in 0..USERS {
             server.add_user(&format!("idle{u}"), PASSWORD);
         }
@@ -469,13 +478,10 @@ fn main() {
     println!("conn-mem-bench: {sessions} sessions, {hostile} hostile connections per shape");
     let mut worst_hostile: f64 = 0.0;
     for shape in chosen {
-        let n = if shape == Shape::Session {
-            sessions
-        } else {
-            hostile
-        };
+        let session = matches!(shape, Shape::Session | Shape::SessionIdle);
+        let n = if session { sessions } else { hostile };
         let per = measure(shape, n, &rt);
-        if shape != Shape::Session {
+        if !session {
             worst_hostile = worst_hostile.max(per);
         }
     }
