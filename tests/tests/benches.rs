@@ -56,15 +56,25 @@ fn conn_mem_bench_runs() {
         "plain-partial",
         "tls-no-handshake",
         "tls-hello",
+        "tls-big-hello",
+        "tls-long-hello",
         "tls-partial",
         "starttls-idle",
         "psk-no-handshake",
         "psk-hello",
+        "psk-big-hello",
+        "psk-long-hello",
     ] {
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with(shape) && l.contains("KiB per connection")),
-            "{shape} measured: {out}"
-        );
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{shape} ")) && l.contains("KiB per connection"))
+            .unwrap_or_else(|| panic!("{shape} measured: {out}"));
+        // Only a handshake larger than the server's limit is refused.
+        let closed = if shape.ends_with("big-hello") {
+            "10 closed"
+        } else {
+            "0 closed"
+        };
+        assert!(line.contains(closed), "{closed} expected: {line}");
     }
 }

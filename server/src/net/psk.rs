@@ -52,7 +52,7 @@ const DECOY_KEY_BYTES: usize = 32;
 
 /// A PSK-TLS stream and whom its handshake authenticated.
 pub struct PskStream {
-    pub stream: SslStream<TcpStream>,
+    pub stream: SslStream<super::HandshakeLimited>,
     /// The identity and account whose key the client proved; `None` only if the
     /// handshake somehow completed without our callback choosing a key.
     pub peer: Option<PskPeer>,
@@ -135,15 +135,19 @@ impl PskAcceptor {
     /// Runs the server handshake on `tcp`.
     ///
     /// OpenSSL's state is made once the client has sent something: a connection that
-    /// never starts its handshake holds only its socket.
+    /// never starts its handshake holds only its socket. The client may send at most
+    /// [`super::MAX_HANDSHAKE_BYTES`] before the handshake is done (OpenSSL would join
+    /// a ClientHello of up to 128 KiB).
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<PskStream> {
         super::first_bytes(&tcp).await?;
         let ssl = Ssl::new(&self.context).map_err(io::Error::other)?;
-        let mut stream = SslStream::new(ssl, tcp).map_err(io::Error::other)?;
+        let limited = super::HandshakeLimited::new(tcp);
+        let mut stream = SslStream::new(ssl, limited).map_err(io::Error::other)?;
         Pin::new(&mut stream)
             .accept()
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        stream.get_mut().lift();
         let peer = stream.ssl().ex_data(self.peer_index).cloned();
         Ok(PskStream { stream, peer })
     }
