@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cpmstore_server::push::whitelist::{
     KIND_E164, KIND_FQDN, KIND_IP, KIND_URI, ROLE_PPG, ROLE_SMSC,
 };
-use cpmstore_server::push::{Origin, decide};
+use cpmstore_server::push::{Origin, Provisioning, decide};
 use cpmstore_storage::WhitelistEntry;
 
 const ENTRIES: usize = 1000;
@@ -79,12 +79,13 @@ fn mixed() -> Vec<WhitelistEntry> {
 
 /// Runs `decide` on `origin` for `budget`; decisions per second.
 fn measure(entries: &[WhitelistEntry], origin: &Origin, expect: bool, budget: Duration) -> f64 {
-    assert_eq!(decide(Some(entries), origin).accepted, expect, "{origin:?}");
+    let whitelist = Provisioning::Whitelist(entries.to_vec());
+    assert_eq!(decide(&whitelist, origin).accepted, expect, "{origin:?}");
     let started = Instant::now();
     let mut done: u64 = 0;
     while started.elapsed() < budget {
         for _ in 0..64 {
-            black_box(decide(black_box(Some(entries)), black_box(origin)));
+            black_box(decide(black_box(&whitelist), black_box(origin)));
         }
         done += 64;
     }

@@ -265,11 +265,14 @@ pub struct AuthConfig {
     pub psk_kek_file: Option<PathBuf>,
     /// Most argon2 computations running at once (each takes `argon2_m_kib` of memory).
     pub max_parallel_hashes: usize,
-    /// Failed logins (per IP, per account) within `failure_window_secs` before lockout.
+    /// Failed logins of one (IP, account) pair within `failure_window_secs` before its
+    /// attempts are delayed; twice as many lock the pair out. An IP as a whole gets
+    /// four times these thresholds; an account across all sources is never locked,
+    /// only its failed answers delayed past four times this (`auth::throttle`).
     pub max_failures: u32,
     /// Window over which failures are counted.
     pub failure_window_secs: u64,
-    /// How long a locked-out IP or account is refused.
+    /// How long a locked-out (IP, account) pair or IP is refused.
     pub lockout_secs: u64,
     /// Failed authentications after which a connection is closed.
     pub max_failures_per_connection: u32,

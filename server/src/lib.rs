@@ -10,6 +10,7 @@
 //! - `http`, `sip`, `ingress`: the HTTP listener (push ingress, admin API, metrics,
 //!   health), the OTA-SIP ingress, and the start of both.
 //! - `metrics`: the Prometheus metrics every part counts into.
+//! - `log_bridge`: records of `log`-facade crates (rustls) into tracing.
 //!
 //! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.
 
@@ -20,6 +21,7 @@ pub mod data_lock;
 pub mod http;
 pub mod imap;
 pub mod ingress;
+pub mod log_bridge;
 pub mod metrics;
 pub mod net;
 pub mod push;

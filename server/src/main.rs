@@ -302,12 +302,17 @@ fn init_logging(config: &Config, format: Option<LogFormat>, serving: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match format.unwrap_or(config.log.format) {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+    // Not `try_init`: it would install tracing-log's own `log` logger, and rustls's
+    // records go through `log_bridge` instead (its warnings at DEBUG).
+    let installed = match format.unwrap_or(config.log.format) {
+        LogFormat::Json => tracing::subscriber::set_global_default(builder.json().finish()),
+        LogFormat::Human => tracing::subscriber::set_global_default(
+            builder.with_ansi(std::io::stderr().is_terminal()).finish(),
+        ),
     };
+    if installed.is_ok() {
+        let _ = cpmstore_server::log_bridge::install();
+    }
     if let Some(rejected) = rejected {
         tracing::warn!(filter = %rejected, "{LOG_ENV} is not a valid log filter; using {default}");
     }

@@ -13,7 +13,7 @@
 //! | `cpmstore_logins_total` | counter | `mechanism`, `outcome` |
 //! | `cpmstore_imap_commands_total` | counter | `command` (`UNPARSED` for a line that is no command), `result` (`ok`, `no`, `bad`, `bye`, `io`) |
 //! | `cpmstore_imap_command_duration_seconds` | histogram | `command` |
-//! | `cpmstore_push_decisions_total` | counter | `ingress`, `outcome`, `origin_type` |
+//! | `cpmstore_push_decisions_total` | counter | `ingress`, `outcome`, `origin_type`, `reason` |
 //! | `cpmstore_storage_errors_total` | counter | `component` |
 //! | `cpmstore_admin_requests_total` | counter | `operation`, `status` |
 
@@ -104,9 +104,10 @@ impl Metrics {
         let push_decisions = IntCounterVec::new(
             Opts::new(
                 "push_decisions_total",
-                "Pushes by ingress (http, sip), outcome and origin type (ppg, smsc, sip, none).",
+                "Pushes by ingress (http, sip), outcome, origin type (ppg, smsc, sip, none) and \
+                 whitelist reason (not_provisioned, matched, no_match, unknown_context, none).",
             ),
-            &["ingress", "outcome", "origin_type"],
+            &["ingress", "outcome", "origin_type", "reason"],
         )?;
         let storage_errors = IntCounterVec::new(
             Opts::new(
@@ -178,10 +179,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a push decision.
-    pub fn push_decision(&self, ingress: &str, outcome: &str, origin_type: &str) {
+    /// Counts a push decision; `reason` is the whitelist decision's (`none` when the
+    /// push never reached it).
+    pub fn push_decision(&self, ingress: &str, outcome: &str, origin_type: &str, reason: &str) {
         self.push_decisions
-            .with_label_values(&[ingress, outcome, origin_type])
+            .with_label_values(&[ingress, outcome, origin_type, reason])
             .inc();
     }
 
@@ -218,7 +220,7 @@ mod tests {
             let _open = m.connection_opened("imaps");
             m.login("plain", "success");
             m.command("FETCH", "ok", Duration::from_millis(3));
-            m.push_decision("http", "delivered", "ppg");
+            m.push_decision("http", "delivered", "ppg", "matched");
             m.storage_error("imap");
             m.admin_request("subscriber_add", 201);
             let text = String::from_utf8(m.render().unwrap()).unwrap();
@@ -232,7 +234,7 @@ mod tests {
             "cpmstore_imap_commands_total{command=\"FETCH\",result=\"ok\"} 1",
             "cpmstore_imap_command_duration_seconds_bucket{command=\"FETCH\",le=\"0.005\"} 1",
             "cpmstore_imap_command_duration_seconds_bucket{command=\"FETCH\",le=\"0.0025\"} 0",
-            "cpmstore_push_decisions_total{ingress=\"http\",origin_type=\"ppg\",outcome=\"delivered\"} 1",
+            "cpmstore_push_decisions_total{ingress=\"http\",origin_type=\"ppg\",outcome=\"delivered\",reason=\"matched\"} 1",
             "cpmstore_storage_errors_total{component=\"imap\"} 1",
             "cpmstore_admin_requests_total{operation=\"subscriber_add\",status=\"201\"} 1",
         ] {

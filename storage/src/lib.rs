@@ -552,6 +552,9 @@ pub trait Store: Send + Sync + 'static {
     async fn whitelist(&self, account: AccountId, context: &str) -> Result<Option<Whitelist>>;
     /// Every whitelist of the account, by context.
     async fn whitelists(&self, account: AccountId) -> Result<Vec<Whitelist>>;
+    /// Whether the account has a whitelist in any context (even an empty one), without
+    /// reading the entries. An account that does not exist has none.
+    async fn has_whitelist(&self, account: AccountId) -> Result<bool>;
     /// Removes one context's whitelist, or all of them with `None`.
     /// A context with no whitelist gives [`Error::NotFound`]; `None` never does.
     async fn clear_whitelist(&self, account: AccountId, context: Option<&str>) -> Result<()>;

@@ -2036,6 +2036,15 @@ impl Store for SqlStore {
             .map_err(|e| self.fail(e))
     }
 
+    async fn has_whitelist(&self, account: AccountId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM whitelists WHERE account_id = $1 LIMIT 1")
+            .bind(account.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(row.is_some())
+    }
+
     async fn clear_whitelist(&self, account: AccountId, context: Option<&str>) -> Result<()> {
         self.retry(|| Box::pin(self.clear_whitelist_tx(account, context)))
             .await

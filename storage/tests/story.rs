@@ -2314,7 +2314,9 @@ async fn whitelists(env: &Env) {
 
     assert_eq!(store.whitelist(alice.id, "").await.unwrap(), None);
     assert!(store.whitelists(alice.id).await.unwrap().is_empty());
+    assert!(!store.has_whitelist(alice.id).await.unwrap());
     store.set_whitelist(alice.id, "", &default).await.unwrap();
+    assert!(store.has_whitelist(alice.id).await.unwrap());
     store
         .set_whitelist(alice.id, "http://prov.example.net/cp", &prov)
         .await
@@ -2392,9 +2394,20 @@ async fn whitelists(env: &Env) {
             .await,
         Error::NotFound(_)
     );
+    // Only a non-default context left ("race"): still provisioned.
+    store.clear_whitelist(alice.id, Some("")).await.unwrap();
+    assert_eq!(store.whitelist(alice.id, "").await.unwrap(), None);
+    assert!(store.has_whitelist(alice.id).await.unwrap());
     store.clear_whitelist(alice.id, None).await.unwrap();
     assert!(store.whitelists(alice.id).await.unwrap().is_empty());
+    assert!(!store.has_whitelist(alice.id).await.unwrap());
     store.clear_whitelist(alice.id, None).await.unwrap();
+    // An empty whitelist is a whitelist.
+    store.set_whitelist(alice.id, "", &[]).await.unwrap();
+    assert!(store.has_whitelist(alice.id).await.unwrap());
+    store.clear_whitelist(alice.id, None).await.unwrap();
+    assert!(!store.has_whitelist(alice.id).await.unwrap());
+    assert!(!store.has_whitelist(AccountId(987_654)).await.unwrap());
     assert_err!(
         store.set_whitelist(AccountId(987_654), "", &default).await,
         Error::NotFound(_)

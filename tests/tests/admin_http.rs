@@ -951,7 +951,27 @@ fn contexts_are_loaded_and_cleared_apart() {
     let path = format!("{}/whitelist{query}", user_path("alice"));
     let cleared = expect(&api.json("DELETE", &path, None), 200);
     assert_eq!(cleared["cleared"], json!([PROV]));
-    assert_eq!(push_in(PROV), 202);
+    // A context with no whitelist is refused while another context has one, even
+    // from an origin the default context trusts.
+    assert_eq!(push_in(PROV), 403);
+    assert_eq!(push(&server, "alice"), 202);
+    let checked = expect(
+        &api.get(&format!(
+            "{}/whitelist/check?ppg=127.0.0.1&context={}",
+            user_path("alice"),
+            percent_encode(PROV)
+        )),
+        200,
+    );
+    assert_eq!(
+        (
+            &checked["accepted"],
+            &checked["reason"],
+            &checked["provisioned"]
+        ),
+        (&json!(false), &json!("unknown_context"), &json!(false)),
+        "{checked}"
+    );
     expect_error(&api.json("DELETE", &path, None), 404, "no whitelist");
     let shown = expect(&api.get(&format!("{}/whitelist", user_path("alice"))), 200);
     assert_eq!(shown["whitelists"].as_array().unwrap().len(), 1, "{shown}");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cpmstore_tests::http_client::{Answer, percent_encode, request};
 use cpmstore_tests::imap_client::Client;
 use cpmstore_tests::server::{Server, ServerOptions};
+use cpmstore_tests::{TempDatabase, postgres_url_or_skip};
 
 const SAMPLES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -315,15 +316,138 @@ fn provisioning_context_selects_the_whitelist() {
     assert_eq!(push(&server, "alice", &[], b"default").status, 202);
     let answer = push(&server, "alice", &[("X-Wap-Push-ProvURL", PROV)], b"ctx");
     assert_eq!(answer.status, 403, "{answer:?}");
-    // A context nothing was provisioned for accepts.
+    // A context nothing was provisioned for is refused, even from an origin the
+    // default context trusts: naming a context cannot widen the whitelist.
     let answer = push(
         &server,
         "alice",
         &[("X-Wap-Push-ProvURL", "http://elsewhere.example/")],
         b"other",
     );
+    assert_eq!(answer.status, 403, "{answer:?}");
+    // A blank ProvURL is the default context.
+    let answer = push(&server, "alice", &[("X-Wap-Push-ProvURL", " ")], b"blank");
     assert_eq!(answer.status, 202, "{answer:?}");
     assert_eq!(inbox_count(&server, "alice"), 2);
+    assert!(
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains("push decision")
+                && l.contains("\"context\":\"http://elsewhere.example/\"")
+                && l.contains("\"reason\":\"unknown_context\"")
+                && l.contains("\"outcome\":\"rejected\"")),
+        "{}",
+        server.log_text()
+    );
+
+    // Only a named context provisioned: a push naming no context matches none of it
+    // and is refused; the named context still decides its own pushes.
+    add(&server, "carol", &[]);
+    load_whitelist(&server, "carol", "loopback-ppg.xml", &["--context", PROV]);
+    let answer = push(&server, "carol", &[], b"no context");
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let answer = push(&server, "carol", &[("X-Wap-Push-ProvURL", PROV)], b"ctx");
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(inbox_count(&server, "carol"), 1);
+}
+
+/// A whitelist that trusts one PPG, 192.0.2.1 (TEST-NET-1: never this machine).
+const TRUSTS_192_0_2_1: &str = r#"<?xml version="1.0"?>
+<wap-provisioningdoc version="1.1">
+  <characteristic type="PXLOGICAL">
+    <parm name="PROXY-ID" value="ppg.operator.example"/>
+    <characteristic type="PXPHYSICAL">
+      <parm name="PHYSICAL-PROXY-ID" value="P1"/>
+      <parm name="PXADDR" value="192.0.2.1"/>
+      <parm name="PXADDRTYPE" value="IPV4"/>
+    </characteristic>
+  </characteristic>
+  <characteristic type="APPLICATION">
+    <parm name="APPID" value="urn:oma:mo:oma-push:1.0"/>
+    <parm name="TO-PROXY" value="ppg.operator.example"/>
+  </characteristic>
+</wap-provisioningdoc>
+"#;
+
+/// Issue 10, item 5: bob's whitelist trusts only 192.0.2.1; a push from 127.0.0.1
+/// naming a context bob has no whitelist for used to be stored (`not_provisioned`).
+fn unknown_context_cannot_widen_the_whitelist(server: &Server) {
+    add(server, "bob", &["sip:bob@ims.example.net"]);
+    let document = server.dir.path().join("trusts-192.0.2.1.xml");
+    std::fs::write(&document, TRUSTS_192_0_2_1).unwrap();
+    let out = server.cli(
+        &["whitelist", "load", "bob", document.to_str().unwrap()],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "whitelist load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let plain = push(server, "bob", &[("Content-Type", "text/plain")], b"spam");
+    assert_eq!(plain.status, 403, "{plain:?}");
+    for (address, context) in [
+        ("bob", "http://other/"),
+        (
+            "sip:bob@ims.example.net",
+            "http://prov.operator.example/push",
+        ),
+    ] {
+        let answer = push(
+            server,
+            address,
+            &[
+                ("Content-Type", "text/plain"),
+                ("X-Wap-Push-ProvURL", context),
+            ],
+            b"spam",
+        );
+        assert_eq!(answer.status, 403, "{context}: {answer:?}");
+        assert!(answer.json()["error"].is_string(), "{answer:?}");
+    }
+    // Nothing stored.
+    assert_eq!(inbox_count(server, "bob"), 0);
+
+    // Logged and counted with the reason.
+    let log = server.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("push decision")
+            && l.contains("\"subscriber\":\"bob\"")
+            && l.contains("\"context\":\"http://other/\"")
+            && l.contains("\"reason\":\"unknown_context\"")
+            && l.contains("\"outcome\":\"rejected\"")),
+        "{log}"
+    );
+    let metrics = request(server.http.unwrap(), "GET", "/metrics", &[], b"", None);
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    let series = "cpmstore_push_decisions_total{ingress=\"http\",origin_type=\"ppg\",\
+                  outcome=\"rejected\",reason=\"unknown_context\"} 2";
+    assert!(metrics.text().contains(series), "{}", metrics.text());
+    let series = "cpmstore_push_decisions_total{ingress=\"http\",origin_type=\"ppg\",\
+                  outcome=\"rejected\",reason=\"no_match\"} 1";
+    assert!(metrics.text().contains(series), "{}", metrics.text());
+}
+
+#[test]
+fn unknown_context_cannot_widen_the_whitelist_on_sqlite() {
+    unknown_context_cannot_widen_the_whitelist(&start(""));
+}
+
+#[test]
+fn unknown_context_cannot_widen_the_whitelist_on_postgres() {
+    let Some(admin) = postgres_url_or_skip() else {
+        return;
+    };
+    let mut db = TempDatabase::create(&admin, "push_context");
+    let mut server = Server::start_with(ServerOptions {
+        storage_url: Some(db.url.clone()),
+        ..Default::default()
+    });
+    unknown_context_cannot_widen_the_whitelist(&server);
+    server.terminate();
+    db.drop_now();
 }
 
 #[test]

@@ -372,6 +372,56 @@ fn answers_and_echoed_headers() {
 }
 
 #[test]
+fn naming_an_unknown_context_is_refused() {
+    let server = server("");
+    let pai = format!("P-Asserted-Identity: {WHITELISTED}");
+    let other = "X-Wap-Push-ProvURL: http://other/";
+    // alice's whitelist (default context) trusts WHITELISTED. Naming a context she
+    // has no whitelist for is refused: with no verified origin (the attack), and
+    // even with the identity her default context trusts.
+    for (branch, extra) in [
+        ("z9hG4bKctx1", vec![other]),
+        ("z9hG4bKctx2", vec![pai.as_str(), other]),
+    ] {
+        let answer = udp(&server, &request("MESSAGE", ALICE, branch, &extra, "x"));
+        assert_eq!(status(&answer), 403, "{extra:?}: {answer}");
+        assert!(answer.starts_with("SIP/2.0 403 Forbidden\r\n"), "{answer}");
+    }
+    assert_eq!(inbox(&server, "alice").0, 0);
+    assert!(
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains("push decision")
+                && l.contains("\"ingress\":\"sip\"")
+                && l.contains("\"context\":\"http://other/\"")
+                && l.contains("\"reason\":\"unknown_context\"")),
+        "{}",
+        server.log_text()
+    );
+    // Without the context, the trusted identity is delivered.
+    let answer = udp(
+        &server,
+        &request("MESSAGE", ALICE, "z9hG4bKctx3", &[&pai], "in"),
+    );
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert_eq!(inbox(&server, "alice").0, 1);
+    // bob has no whitelist in any context: a named context changes nothing.
+    let answer = udp(
+        &server,
+        &request(
+            "MESSAGE",
+            "tel:+358409999999",
+            "z9hG4bKctx4",
+            &[other],
+            "hi",
+        ),
+    );
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert_eq!(inbox(&server, "bob").0, 1);
+}
+
+#[test]
 fn udp_retransmission_is_answered_again_and_stored_once() {
     let server = server("");
     let text = request(

@@ -393,17 +393,25 @@ fn contexts_are_separate_and_clear_removes_them() {
     );
     let v = check(&env, "--ppg", "127.0.0.1", &["--context", PROV]);
     assert_eq!(v["accepted"], false, "{v}");
-    // A context with nothing provisioned accepts.
-    let v = check(
-        &env,
-        "--ppg",
-        "192.0.2.99",
-        &["--context", "http://other.example/"],
-    );
-    assert_eq!(
-        (&v["accepted"], &v["reason"]),
-        (&Value::from(true), &Value::from("not_provisioned"))
-    );
+    // A context with nothing provisioned is refused, even for an origin another
+    // context trusts: alice is provisioned, and no whitelist of hers lets it in.
+    for origin in ["192.0.2.99", "127.0.0.1", "215.221.51.5"] {
+        let v = check(
+            &env,
+            "--ppg",
+            origin,
+            &["--context", "http://other.example/"],
+        );
+        assert_eq!(
+            (&v["accepted"], &v["reason"], &v["provisioned"]),
+            (
+                &Value::from(false),
+                &Value::from("unknown_context"),
+                &Value::from(false)
+            ),
+            "{origin}: {v}"
+        );
+    }
 
     let out = env.run(&["whitelist", "show", "alice"]);
     let v = out.json();
@@ -420,7 +428,11 @@ fn contexts_are_separate_and_clear_removes_them() {
     out.assert_code(0);
     assert_eq!(out.json()["cleared"], serde_json::json!([PROV]), "{out}");
     let v = check(&env, "--ppg", "127.0.0.1", &["--context", PROV]);
-    assert_eq!(v["reason"], "not_provisioned", "{v}");
+    assert_eq!(
+        (&v["accepted"], &v["reason"]),
+        (&Value::from(false), &Value::from("unknown_context")),
+        "{v}"
+    );
     assert_decision(&env, "--ppg", "10.9.9.9", None);
     env.run(&["whitelist", "clear", "alice", "--context", PROV])
         .assert_error(NOT_FOUND);
@@ -450,6 +462,50 @@ fn contexts_are_separate_and_clear_removes_them() {
     let out = env.run(&["whitelist", "clear", "alice"]);
     out.assert_code(0);
     assert_eq!(out.json()["cleared"], serde_json::json!([]), "{out}");
+}
+
+#[test]
+fn only_a_named_context_refuses_pushes_naming_none() {
+    const PROV: &str = "http://prov.operator.example/push";
+    let env = env_with_alice();
+    load_ok(
+        &env,
+        &sample("twelve-entries.xml"),
+        &["--context", PROV],
+        14,
+    );
+    // The named context decides its own pushes.
+    let v = check(&env, "--ppg", "192.0.2.1", &["--context", PROV]);
+    assert_eq!(
+        (&v["accepted"], &v["reason"], &v["provisioned"]),
+        (
+            &Value::from(true),
+            &Value::from("matched"),
+            &Value::from(true)
+        ),
+        "{v}"
+    );
+    // No context named: the default context has no whitelist, alice has one
+    // elsewhere, and this push matches none of her provisioning.
+    let v = check(&env, "--ppg", "192.0.2.1", &[]);
+    assert_eq!(
+        (&v["accepted"], &v["reason"], &v["provisioned"]),
+        (
+            &Value::from(false),
+            &Value::from("unknown_context"),
+            &Value::from(false)
+        ),
+        "{v}"
+    );
+    assert_eq!(v["context"], "", "{v}");
+    // Cleared: not provisioned anywhere, every push accepted again.
+    env.run(&["whitelist", "clear", "alice"]).assert_code(0);
+    let v = check(&env, "--ppg", "192.0.2.1", &["--context", PROV]);
+    assert_eq!(
+        (&v["accepted"], &v["reason"]),
+        (&Value::from(true), &Value::from("not_provisioned")),
+        "{v}"
+    );
 }
 
 #[test]

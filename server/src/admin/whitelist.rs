@@ -9,12 +9,12 @@
 
 use std::net::IpAddr;
 
-use cpmstore_storage::{Account, Error as StorageError, Store, Whitelist, WhitelistEntry};
+use cpmstore_storage::{Error as StorageError, Store, Whitelist, WhitelistEntry};
 use serde::Serialize;
 
 use super::{AdminError, account};
 use crate::config::Config;
-use crate::push::{self, Decision, Format, Origin, Reason, sip_uri};
+use crate::push::{self, Format, Origin, Provisioning, Reason, sip_uri};
 
 /// Largest provisioning document accepted, in bytes. The spec's documents are a few
 /// kilobytes; 1,000 entries in verbose XML stay well under this.
@@ -90,11 +90,12 @@ pub struct Checked {
     pub context: String,
     /// The origin, as the server would record it.
     pub origin: OriginInfo,
-    /// Whether a whitelist is provisioned for the context.
+    /// Whether a whitelist is provisioned for the context itself.
     pub provisioned: bool,
     /// Would the push be delivered?
     pub accepted: bool,
-    /// `not_provisioned`, `matched` or `no_match`.
+    /// `not_provisioned` (no whitelist in any context), `matched`, `no_match`, or
+    /// `unknown_context` (whitelists in other contexts only: rejected).
     pub reason: Reason,
     /// The entry that matched.
     pub matched: Option<WhitelistEntry>,
@@ -323,8 +324,9 @@ pub async fn clear(
 }
 
 /// `whitelist check`: what the server would decide for a push from `origin` to the
-/// subscriber in `context`, with the entry that matched. Nothing is logged as a push
-/// decision and nothing is counted: this is a question, not a push.
+/// subscriber in `context`, with the entry that matched, exactly as the ingress
+/// decides ([`push::ingress::provisioning_for`], [`push::decide`]). Nothing is logged
+/// as a push decision and nothing is counted: this is a question, not a push.
 pub async fn check(
     store: &dyn Store,
     config: &Config,
@@ -335,30 +337,19 @@ pub async fn check(
     let context = context_name(context)?;
     let origin = origin.to_origin()?;
     let account = account(store, username).await?;
-    let decision = decision_for(store, config, &account, &context, &origin)
+    let provisioning = push::ingress::provisioning_for(store, config, account.id, &context)
         .await
         .map_err(|e| gone(e, username))?;
+    let decision = push::decide(&provisioning, &origin);
     Ok(Checked {
         username: account.username,
         context,
         origin: OriginInfo::from(&origin),
-        provisioned: decision.reason != Reason::NotProvisioned,
+        provisioned: matches!(provisioning, Provisioning::Whitelist(_)),
         accepted: decision.accepted,
         reason: decision.reason,
         matched: decision.matched,
     })
-}
-
-/// The decision for a push to `account` in `context`, exactly as the ingress makes it.
-async fn decision_for(
-    store: &dyn Store,
-    config: &Config,
-    account: &Account,
-    context: &str,
-    origin: &Origin,
-) -> Result<Decision, StorageError> {
-    let whitelist = push::ingress::whitelist_for(store, config, account.id, context).await?;
-    Ok(push::decide(whitelist.as_deref(), origin))
 }
 
 /// A NotFound from an operation on an account just looked up means it vanished.

@@ -2,9 +2,12 @@
 //! percent-encoded subscriber URI. The origin is the TCP peer (a PPG); a peer in
 //! `push.trusted_gateways` may assert it instead with `X-Push-Origin-PPG: IP` or
 //! `X-Push-Origin-SMSC: ADDR[;ton=N][;npi=N]` (from anyone else those headers are
-//! ignored). `X-Wap-Push-ProvURL` selects the provisioning context. Answers, with JSON
-//! bodies: 202 `{"mailbox":"INBOX","uid":N}`, 403 rejected by the whitelist (or the
-//! subscriber is disabled), 404 unknown subscriber, 400 malformed, 408 too slow,
+//! ignored). `X-Wap-Push-ProvURL` selects the provisioning context; one the subscriber
+//! has no whitelist for is rejected once it has a whitelist in any context
+//! ([`crate::push::decide`]). Answers, with JSON bodies: 202
+//! `{"mailbox":"INBOX","uid":N}`, 403 rejected by the whitelist (the same answer for
+//! every reason, so a sender learns nothing of which contexts exist) or the
+//! subscriber is disabled, 404 unknown subscriber, 400 malformed, 408 too slow,
 //! 413 larger than `limits.http_max_body_bytes` (refused from `Content-Length` before
 //! the body is read, else as soon as the body passes the limit), 507 over quota.
 

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod command;
 pub mod error;
+pub mod harness;
 pub mod mailbox_view;
 pub mod mime;
 pub mod mutf7;

@@ -1,7 +1,8 @@
 //! Listeners and the connection type.
 //!
 //! Every IMAP session reads and writes one [`Conn`], whatever the transport: a plain
-//! TCP stream (which STARTTLS upgrades in place), rustls TLS, or OpenSSL PSK-TLS.
+//! TCP stream (which STARTTLS upgrades in place), rustls TLS, OpenSSL PSK-TLS, or (for
+//! tests and fuzzing only) an in-memory pipe.
 
 pub mod psk;
 pub mod tls;
@@ -44,20 +45,29 @@ pub enum Conn {
     Psk(Box<psk::PskStream>),
     /// Placeholder while a STARTTLS upgrade owns the stream; never read or written.
     Upgrading,
+    /// An in-memory pipe, for tests and fuzzing (`imap::harness`); no listener makes
+    /// one. Counted as secure, so LOGIN and AUTHENTICATE are allowed as on TLS, but it
+    /// has no channel binding, and STARTTLS on it is refused.
+    Mem(tokio::io::DuplexStream),
 }
 
 impl Conn {
-    /// Whether the channel is protected (TLS or PSK-TLS), so plaintext passwords may cross it.
+    /// Whether the channel is protected (TLS or PSK-TLS), so plaintext passwords may cross
+    /// it. The in-memory pipe of tests counts as protected.
     pub fn is_secure(&self) -> bool {
         !matches!(self, Conn::Plain(_) | Conn::Upgrading)
     }
 
     /// Upgrades a plain connection to TLS in place (STARTTLS, RFC 2595).
+    /// Any other connection is left as it is and gets an error.
     pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
-        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Upgrading) else {
+        if !matches!(self, Conn::Plain(_)) {
             return Err(io::Error::other(
                 "STARTTLS on a connection that is not plain",
             ));
+        }
+        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Upgrading) else {
+            return Err(upgrading());
         };
         let tls = tls::accept(acceptor, tcp).await?;
         *self = Conn::Tls(Box::new(tls));
@@ -114,6 +124,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Mem(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Conn::Psk(s) => Pin::new(&mut s.stream).poll_read(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
@@ -129,6 +140,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Mem(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Conn::Psk(s) => Pin::new(&mut s.stream).poll_write(cx, buf),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
@@ -138,6 +150,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Mem(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Conn::Psk(s) => Pin::new(&mut s.stream).poll_flush(cx),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
@@ -147,6 +160,7 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Mem(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Conn::Psk(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
             Conn::Upgrading => Poll::Ready(Err(upgrading())),

@@ -1,8 +1,18 @@
-//! The whitelist decision (INTERFACES.md 6.2): a pure function of the whitelist and the
-//! push's origin.
+//! The whitelist decision (INTERFACES.md 6.2): a pure function of what the subscriber
+//! has provisioned and the push's origin.
 //!
-//! - No whitelist provisioned → accept.
-//! - Provisioned (even with no entries) → accept only on a match.
+//! A whitelist belongs to a subscriber and a provisioning context: the default one, or
+//! the PROVURL a push names with `X-Wap-Push-ProvURL`. The sender chooses the context,
+//! so naming one must never widen what is accepted (OMA Push 8.3.1: a push that
+//! matches no entry of the whitelist or other connectivity configuration is rejected):
+//!
+//! - No whitelist in any context ([`Provisioning::Unprovisioned`]) → accept.
+//! - Whitelists, but none for the push's context ([`Provisioning::OtherContexts`]) →
+//!   reject (`unknown_context`). This covers a ProvURL the subscriber has no
+//!   provisioning for, and a push naming no context when only named contexts are
+//!   provisioned.
+//! - The context's whitelist ([`Provisioning::Whitelist`], even with no entries) →
+//!   accept only on a match.
 //! - A PPG's IP address matches `ip` entries and the resolved addresses of `fqdn`
 //!   entries; an IPv4-mapped IPv6 address equals the IPv4 address.
 //! - An SMSC address matches `e164` entries of role `smsc` by `<NPI><TON><digits>`
@@ -79,25 +89,41 @@ impl fmt::Display for Origin {
     }
 }
 
+/// What a subscriber has provisioned, as it bears on one push (whose context is the
+/// PROVURL it names, or the default context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provisioning {
+    /// No whitelist in any context.
+    Unprovisioned,
+    /// Whitelists in other contexts, none in the push's.
+    OtherContexts,
+    /// The whitelist of the push's context (possibly with no entries).
+    Whitelist(Vec<WhitelistEntry>),
+}
+
 /// Why the decision went as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// No whitelist for the subscriber and context: accepted.
+    /// No whitelist for the subscriber in any context: accepted.
     NotProvisioned,
     /// An entry matched: accepted.
     Matched,
-    /// A whitelist exists and nothing in it matched: rejected.
+    /// The context's whitelist exists and nothing in it matched: rejected.
     NoMatch,
+    /// The subscriber has whitelists, but none for the push's context: rejected.
+    UnknownContext,
 }
 
 impl Reason {
-    /// `not_provisioned`, `matched` or `no_match` (log field and metrics label).
+    /// `not_provisioned`, `matched`, `no_match` or `unknown_context` (log field and
+    /// metrics label).
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NotProvisioned => "not_provisioned",
             Reason::Matched => "matched",
             Reason::NoMatch => "no_match",
+            Reason::UnknownContext => "unknown_context",
         }
     }
 }
@@ -119,14 +145,25 @@ pub struct Decision {
     pub matched: Option<WhitelistEntry>,
 }
 
-/// Decides whether a push from `origin` passes `whitelist` (`None`: none provisioned).
-pub fn decide(whitelist: Option<&[WhitelistEntry]>, origin: &Origin) -> Decision {
-    let Some(entries) = whitelist else {
-        return Decision {
-            accepted: true,
-            reason: Reason::NotProvisioned,
-            matched: None,
-        };
+/// Decides whether a push from `origin` passes what the subscriber has provisioned for
+/// the push's context.
+pub fn decide(provisioning: &Provisioning, origin: &Origin) -> Decision {
+    let entries = match provisioning {
+        Provisioning::Unprovisioned => {
+            return Decision {
+                accepted: true,
+                reason: Reason::NotProvisioned,
+                matched: None,
+            };
+        }
+        Provisioning::OtherContexts => {
+            return Decision {
+                accepted: false,
+                reason: Reason::UnknownContext,
+                matched: None,
+            };
+        }
+        Provisioning::Whitelist(entries) => entries,
     };
     match find(entries, origin) {
         Some(entry) => Decision {
@@ -248,33 +285,55 @@ mod tests {
         }
     }
 
+    /// Origins of every kind, including ones the full whitelist trusts.
+    fn every_kind() -> Vec<Origin> {
+        vec![
+            ppg("192.0.2.1"),
+            ppg("215.221.51.5"),
+            ppg("127.0.0.1"),
+            parse_smsc_header("+35809503401"),
+            sip(&["<sip:ppg@atlanta.com>"]),
+            sip(&["garbage"]),
+            Origin::Unverified,
+        ]
+    }
+
     #[test]
-    fn not_provisioned_accepts_everything() {
-        for origin in [ppg("192.0.2.1"), Origin::Unverified, sip(&["garbage"])] {
-            let d = decide(None, &origin);
-            assert_eq!(
-                (d.accepted, d.reason, d.matched),
-                (true, Reason::NotProvisioned, None)
-            );
+    fn by_provisioning() {
+        // (what the subscriber has for the push's context, accepted, reason) for
+        // every origin: only a whitelist of the context itself can let a push in once
+        // anything is provisioned.
+        let cases = [
+            (Provisioning::Unprovisioned, true, Reason::NotProvisioned),
+            (Provisioning::OtherContexts, false, Reason::UnknownContext),
+            (Provisioning::Whitelist(Vec::new()), false, Reason::NoMatch),
+        ];
+        for (provisioning, accepted, reason) in cases {
+            for origin in every_kind() {
+                let d = decide(&provisioning, &origin);
+                assert_eq!(
+                    (d.accepted, d.reason, d.matched),
+                    (accepted, reason, None),
+                    "{provisioning:?} {origin}"
+                );
+            }
         }
     }
 
     #[test]
-    fn provisioned_empty_rejects_everything() {
-        for origin in [
-            ppg("127.0.0.1"),
-            parse_smsc_header("+35809503401"),
-            sip(&["<sip:ppg@atlanta.com>"]),
-            Origin::Unverified,
-        ] {
-            let d = decide(Some(&[]), &origin);
-            assert_eq!((d.accepted, d.reason), (false, Reason::NoMatch), "{origin}");
-        }
+    fn unknown_context_rejects_what_another_context_trusts() {
+        // The default context trusts 215.221.51.5; a push naming a context with no
+        // whitelist is judged as OtherContexts, whatever its origin.
+        let default = Provisioning::Whitelist(whitelist());
+        assert!(decide(&default, &ppg("215.221.51.5")).accepted);
+        let d = decide(&Provisioning::OtherContexts, &ppg("215.221.51.5"));
+        assert_eq!((d.accepted, d.reason), (false, Reason::UnknownContext));
+        assert_eq!(Reason::UnknownContext.to_string(), "unknown_context");
     }
 
     #[test]
     fn table() {
-        let list = whitelist();
+        let list = Provisioning::Whitelist(whitelist());
         // (origin, accepted, value of the matching entry)
         let cases: Vec<(Origin, bool, Option<&str>)> = vec![
             (ppg("215.221.51.5"), true, Some("215.221.51.5")),
@@ -340,7 +399,7 @@ mod tests {
             (Origin::Unverified, false, None),
         ];
         for (origin, accepted, matched) in cases {
-            let d = decide(Some(&list), &origin);
+            let d = decide(&list, &origin);
             assert_eq!(d.accepted, accepted, "{origin:?}");
             assert_eq!(
                 d.reason,
@@ -395,10 +454,13 @@ mod tests {
 
     #[test]
     fn decision_serializes() {
-        let d = decide(Some(&whitelist()), &ppg("215.221.51.5"));
+        let d = decide(&Provisioning::Whitelist(whitelist()), &ppg("215.221.51.5"));
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["accepted"], true);
         assert_eq!(json["reason"], "matched");
         assert_eq!(json["matched"]["value"], "215.221.51.5");
+        let d = decide(&Provisioning::OtherContexts, &ppg("215.221.51.5"));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["reason"], "unknown_context");
     }
 }

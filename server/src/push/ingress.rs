@@ -1,16 +1,19 @@
-//! What every push ingress (HTTP, SIP) shares: finding the subscriber, the whitelist
-//! a push is judged by, the decision, delivery, and one log line and one count per
-//! push ([`PushService::push`]). `whitelist check` uses [`whitelist_for`] so it answers
-//! exactly as a push would be decided.
+//! What every push ingress (HTTP, SIP) shares: finding the subscriber, what it has
+//! provisioned for the push's context, the decision, delivery, and one log line and
+//! one count per push ([`PushService::push`]). `whitelist check` uses
+//! [`provisioning_for`] so it answers exactly as a push would be decided.
+//!
+//! The context is the push's `X-Wap-Push-ProvURL` (HTTP header or SIP header field),
+//! else the default one. Once a subscriber has a whitelist in any context, a push
+//! whose context has none is rejected (`unknown_context`): the sender names the
+//! context, so it must not be able to pick one that lets everything in.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpmstore_storage::{
-    Account, AccountId, AccountStatus, Error as StorageError, Store, WhitelistEntry,
-};
+use cpmstore_storage::{Account, AccountId, AccountStatus, Error as StorageError, Store};
 
-use super::decide::{Origin, decide};
+use super::decide::{Origin, Provisioning, Reason, decide};
 use super::deliver::{self, DeliverError, Delivered, Push};
 use super::whitelist::{KIND_FQDN, resolve_fqdns};
 use crate::admin;
@@ -21,17 +24,22 @@ use crate::metrics::Metrics;
 /// `push.resolve_on_push`).
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The whitelist of (account, context) as a push is judged by it: `None` when none is
-/// provisioned. With `push.resolve_on_push`, FQDN entries are resolved again now; a
-/// name that does not resolve keeps the addresses it had at load.
-pub async fn whitelist_for(
+/// What `account` has provisioned for a push in `context`, as the push is judged by
+/// it: the context's whitelist, else whether it has whitelists in other contexts.
+/// With `push.resolve_on_push`, FQDN entries are resolved again now; a name that does
+/// not resolve keeps the addresses it had at load.
+pub async fn provisioning_for(
     store: &dyn Store,
     config: &Config,
     account: AccountId,
     context: &str,
-) -> Result<Option<Vec<WhitelistEntry>>, StorageError> {
+) -> Result<Provisioning, StorageError> {
     let Some(whitelist) = store.whitelist(account, context).await? else {
-        return Ok(None);
+        return Ok(if store.has_whitelist(account).await? {
+            Provisioning::OtherContexts
+        } else {
+            Provisioning::Unprovisioned
+        });
     };
     let mut entries = whitelist.entries;
     if config.push.resolve_on_push && entries.iter().any(|e| e.kind == KIND_FQDN) {
@@ -43,8 +51,11 @@ pub async fn whitelist_for(
             );
         }
     }
-    Ok(Some(entries))
+    Ok(Provisioning::Whitelist(entries))
 }
+
+/// The `reason` metrics label of a push that never reached the whitelist decision.
+const NO_REASON: &str = "none";
 
 /// Which ingress a push came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +219,7 @@ impl PushService {
         why: &str,
     ) {
         self.metrics
-            .push_decision(ingress.as_str(), outcome.as_str(), "none");
+            .push_decision(ingress.as_str(), outcome.as_str(), "none", NO_REASON);
         tracing::info!(
             ingress = ingress.as_str(),
             %peer,
@@ -222,11 +233,12 @@ impl PushService {
     /// Finds the subscriber, decides with the whitelist of the push's context,
     /// delivers when accepted; logs and counts the outcome.
     pub async fn push(&self, request: PushRequest<'_>) -> PushResult {
-        let result = self.run(&request).await;
+        let (result, reason) = self.run(&request).await;
         self.metrics.push_decision(
             request.ingress.as_str(),
             result.outcome().as_str(),
             request.origin.kind(),
+            reason.map_or(NO_REASON, Reason::as_str),
         );
         if result == PushResult::Failed {
             self.metrics.storage_error("push");
@@ -234,7 +246,8 @@ impl PushService {
         result
     }
 
-    async fn run(&self, request: &PushRequest<'_>) -> PushResult {
+    /// The result, and the whitelist decision's reason when one was made.
+    async fn run(&self, request: &PushRequest<'_>) -> (PushResult, Option<Reason>) {
         let ingress = request.ingress.as_str();
         let origin = &request.origin;
         let refuse = |outcome: Outcome, why: &str| {
@@ -254,14 +267,14 @@ impl PushService {
             Err(e) => {
                 let why = format!("X-Wap-Push-ProvURL: {e}");
                 refuse(Outcome::Malformed, &why);
-                return PushResult::Malformed(why);
+                return (PushResult::Malformed(why), None);
             }
         };
         let content_type = match deliver::content_type(request.content_type) {
             Ok(content_type) => content_type,
             Err(why) => {
                 refuse(Outcome::Malformed, &why);
-                return PushResult::Malformed(why);
+                return (PushResult::Malformed(why), None);
             }
         };
         let (account, to) = match self.subscriber(request.address).await {
@@ -273,7 +286,7 @@ impl PushService {
                     _ => "storage failed",
                 };
                 refuse(result.outcome(), why);
-                return result;
+                return (result, None);
             }
         };
         let subscriber = account.username.as_str();
@@ -287,18 +300,23 @@ impl PushService {
                 outcome = Outcome::Disabled.as_str(),
                 "push refused: subscriber disabled"
             );
-            return PushResult::Disabled;
+            return (PushResult::Disabled, None);
         }
-        let whitelist = match whitelist_for(self.store.as_ref(), &self.config, account.id, &context)
-            .await
+        let provisioning = match provisioning_for(
+            self.store.as_ref(),
+            &self.config,
+            account.id,
+            &context,
+        )
+        .await
         {
-            Ok(whitelist) => whitelist,
+            Ok(provisioning) => provisioning,
             Err(e) => {
                 tracing::error!(ingress, subscriber, error = %e, "cannot load the push whitelist");
-                return PushResult::Failed;
+                return (PushResult::Failed, None);
             }
         };
-        let decision = decide(whitelist.as_deref(), origin);
+        let decision = decide(&provisioning, origin);
         let matched = decision
             .matched
             .as_ref()
@@ -315,7 +333,7 @@ impl PushService {
                 outcome = Outcome::Rejected.as_str(),
                 "push decision"
             );
-            return PushResult::Rejected;
+            return (PushResult::Rejected, Some(decision.reason));
         }
         let push = Push {
             origin,
@@ -361,7 +379,7 @@ impl PushService {
             bytes = request.body.len(),
             "push decision"
         );
-        result
+        (result, Some(decision.reason))
     }
 
     /// The account an address names, and the address for `To:` (the normalised URI;

@@ -14,8 +14,9 @@
 //!
 //! The ingress (HTTP, SIP) and the CLI call, in order: [`whitelist::load`] (document →
 //! entries), [`whitelist::resolve_fqdns`], `Store::set_whitelist`; and per push: build
-//! an [`Origin`] (for `X-Push-Origin-SMSC` with [`parse_smsc_header`]), load the
-//! whitelist of the subscriber and context, and call [`decide()`].
+//! an [`Origin`] (for `X-Push-Origin-SMSC` with [`parse_smsc_header`]), find what the
+//! subscriber has provisioned for the push's context ([`Provisioning`], with
+//! [`ingress::provisioning_for`]), and call [`decide()`].
 
 pub mod decide;
 pub mod deliver;
@@ -29,6 +30,8 @@ pub mod wbxml;
 pub mod whitelist;
 pub mod xml;
 
-pub use decide::{Decision, Origin, Reason, decide, parse_smsc_header, try_parse_smsc_header};
+pub use decide::{
+    Decision, Origin, Provisioning, Reason, decide, parse_smsc_header, try_parse_smsc_header,
+};
 pub use tree::{Characteristic, DocError, Location, Parm, ProvDoc};
 pub use whitelist::{Format, LoadError, ResolveFailure, load, resolve_fqdns};

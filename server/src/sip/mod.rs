@@ -7,7 +7,10 @@
 //! A `MESSAGE` whose Request-URI is a subscriber address is a push. Its origin is the
 //! `P-Asserted-Identity` when the peer is in `sip.trusted_peers`; from anyone else the
 //! header is ignored and the push has no verified origin (accepted only for a
-//! subscriber with no whitelist). Answers: 200 delivered, 403 rejected (or subscriber
+//! subscriber with no whitelist in any context). An `X-Wap-Push-ProvURL` header field
+//! names the provisioning context, judged as over HTTP: a context the subscriber has
+//! no whitelist for, once it has one in any context, is rejected
+//! ([`crate::push::decide`]). Answers: 200 delivered, 403 rejected (or subscriber
 //! disabled), 404 unknown subscriber, 400 malformed, 413 too large, 405 with `Allow`
 //! for methods other than MESSAGE and OPTIONS, 200 for OPTIONS; ACK gets nothing.
 //!

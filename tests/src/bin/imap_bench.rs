@@ -135,7 +135,8 @@ fn main() {
 
     let server = Server::start_with(ServerOptions {
         extra_config: format!(
-            "[limits]\nmax_connections_per_ip = {0}\nmax_connections_per_account = {0}\n",
+            "[limits]\nmax_connections_per_ip = {0}\nmax_connections_per_account = {0}\n\
+             max_preauth_connections = {0}\nmax_preauth_connections_per_ip = {0}\n",
             idle + clients + 10
         ),
         ..Default::default()

@@ -142,6 +142,8 @@ pub async fn fetch(
 
     let mut missing = skipped;
     for chunk in uids.chunks(CHUNK) {
+        // Formatting is CPU work on the reactor: let other sessions run between chunks.
+        tokio::task::yield_now().await;
         let metas: Vec<MessageMeta> = store
             .fetch(account, mailbox, &to_ranges(chunk))
             .try_collect()
@@ -236,6 +238,8 @@ async fn fetch_from_view(
         changed_since,
     );
     for chunk in uids.chunks(CHUNK) {
+        // Formatting is CPU work on the reactor: let other sessions run between chunks.
+        tokio::task::yield_now().await;
         let State::Selected { view, .. } = &s.state else {
             return Err(CmdError::bad("No mailbox selected."));
         };
@@ -324,6 +328,11 @@ impl Request {
                 .collect(),
             MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
         };
+        // `FETCH 1 ()` would be answered `* 1 FETCH ()`, which the response grammar
+        // does not allow (msg-att needs an item); found by the imap_session fuzzer.
+        if names.is_empty() && !uid {
+            return Err(CmdError::bad("FETCH needs at least one data item."));
+        }
         let mut items = Vec::new();
         let mut sets_seen = false;
         if uid {
@@ -884,6 +893,17 @@ mod tests {
         literal(&mut out, &mut spliced, Cow::Borrowed(b"a\0b"));
         assert_eq!(out, b"{3}\r\na\x80b");
         assert!(spliced.is_empty());
+    }
+
+    #[test]
+    fn an_empty_item_list_is_bad_unless_uid_fetch() {
+        let empty = || MacroOrMessageDataItemNames::MessageDataItemNames(Vec::new());
+        assert!(matches!(
+            Request::new(empty(), false),
+            Err(CmdError::Bad(_))
+        ));
+        let request = Request::new(empty(), true).map_err(|_| ()).unwrap();
+        assert_eq!(request.items, vec![Item::Uid]);
     }
 
     #[test]

@@ -169,6 +169,8 @@ async fn run(
     }
 
     for chunk in undecided.chunks(BATCH) {
+        // Matching is CPU work on the reactor: let other sessions run between batches.
+        tokio::task::yield_now().await;
         for meta in source.rows(chunk).await? {
             let Some(seq) = view.seq_of(meta.uid) else {
                 continue;
