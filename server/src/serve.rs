@@ -387,8 +387,7 @@ impl Handshake {
     async fn run(self, tcp: TcpStream) -> Result<Conn, String> {
         match self {
             Handshake::None => Ok(Conn::Plain(tcp)),
-            Handshake::Tls(acceptor) => acceptor
-                .accept(tcp)
+            Handshake::Tls(acceptor) => crate::net::tls::accept(&acceptor, tcp)
                 .await
                 .map(|stream| Conn::Tls(Box::new(stream)))
                 .map_err(|e| format!("TLS handshake failed: {e}")),

@@ -45,3 +45,36 @@ fn auth_bench_runs() {
     let out = run(env!("CARGO_BIN_EXE_auth_bench"), &["10", "2", "5"]);
     assert!(!out.trim().is_empty(), "prints its figures");
 }
+
+#[test]
+fn conn_mem_bench_runs() {
+    let out = run(env!("CARGO_BIN_EXE_conn-mem-bench"), &["20", "10"]);
+    for shape in [
+        "session",
+        "session-idle",
+        "plain-idle",
+        "plain-partial",
+        "tls-no-handshake",
+        "tls-hello",
+        "tls-big-hello",
+        "tls-long-hello",
+        "tls-partial",
+        "starttls-idle",
+        "psk-no-handshake",
+        "psk-hello",
+        "psk-big-hello",
+        "psk-long-hello",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{shape} ")) && l.contains("KiB per connection"))
+            .unwrap_or_else(|| panic!("{shape} measured: {out}"));
+        // Only a handshake larger than the server's limit is refused.
+        let closed = if shape.ends_with("big-hello") {
+            "10 closed"
+        } else {
+            "0 closed"
+        };
+        assert!(line.contains(closed), "{closed} expected: {line}");
+    }
+}

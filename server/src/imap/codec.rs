@@ -16,14 +16,22 @@
 //! that would gets `BAD [TOOBIG]` and the connection is closed (RFC 7888 section 4),
 //! since its bytes are already coming.
 //!
-//! After a large command the buffers are given back: the fragmentizer is rebuilt (with
-//! whatever the client pipelined behind the command) so its message buffer does not
-//! keep the capacity of a 50 MB APPEND for the rest of the session.
+//! Memory: a connection waiting for its next command holds no read buffer. Reads go
+//! into a buffer of the worker thread ([`SCRATCH`]) and are handed over within the same
+//! poll; the fragmentizer is fed one line (at most [`LINE_PIECE`] bytes of it) or one
+//! literal's bytes at a time, and whatever else the read brought waits in `unfed`,
+//! which is freed once it is used up. Because a command always ends at the end of a
+//! piece, nothing is left queued in the fragmentizer when a command completes, so one
+//! that has grown (a long line, a literal, an APPEND of 50 MB) is simply rebuilt empty.
 //!
 //! Every write has a deadline (`write_timeout`): a client that stops reading is
 //! disconnected rather than holding what was prepared for it.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::imap_types::IntoStatic;
@@ -31,7 +39,7 @@ use imap_codec::imap_types::auth::AuthenticateData;
 use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::{LiteralMode, Tag};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::net::Conn;
 
@@ -76,13 +84,18 @@ pub struct Framed {
     conn: Conn,
     frag: Fragmentizer,
     limits: FrameLimits,
-    buf: Box<[u8]>,
-    /// Bytes handed to the fragmentizer that are not yet part of a fragment. After a
-    /// message completes they are the tail of the last read (the fragmentizer consumes
-    /// everything it scans while a fragment is incomplete).
+    /// Bytes read but not yet handed to the fragmentizer (`unfed[unfed_at..]`): the rest
+    /// of a read that brought more than the next piece. Empty and unallocated while the
+    /// client waits for answers.
+    unfed: Vec<u8>,
+    unfed_at: usize,
+    /// Bytes handed to the fragmentizer that are not yet part of a fragment.
     pending: usize,
-    /// Length of the last read into `buf`.
-    last_read: usize,
+    /// Bytes of the literal being read that the fragmentizer has not been handed yet.
+    literal_left: u64,
+    /// The largest piece handed to the fragmentizer since it was built: its queue keeps
+    /// that capacity.
+    fed_max: usize,
     /// Literal bytes announced and accepted so far for the current command.
     literal_total: u64,
     /// Whether the client has logged in (larger commands allowed).
@@ -91,10 +104,44 @@ pub struct Framed {
     pub bytes_in: u64,
 }
 
+/// Size of a worker thread's read buffer (a TLS record's worth).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A command larger than this has its buffer given back once it is done.
-const SHRINK_ABOVE: usize = 64 * 1024;
+/// The most of a line handed to the fragmentizer at once (a line is cut at its LF).
+const LINE_PIECE: usize = 1024;
+
+/// A fragmentizer whose command or queue grew past this is rebuilt once the command is
+/// done, so an idle session does not keep the capacity of its largest command.
+const KEEP_AT_MOST: usize = 1024;
+
+thread_local! {
+    /// The read buffer of a worker thread, shared by the connections it polls: a read
+    /// is handed over before the poll returns, so nothing is left in it between polls.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Polls one read from `conn` into the thread's scratch buffer and gives what was read
+/// to `take` (empty at EOF), within the same poll.
+fn poll_read_with<R>(
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Poll<io::Result<R>> {
+    let read = |buf: &mut [u8]| {
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *conn).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(take(rb.filled()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    };
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => read(&mut buf),
+        // Not reentered in practice (a read does not poll another connection); should
+        // it ever be, a buffer of its own keeps the read correct.
+        Err(_) => read(&mut vec![0u8; READ_CHUNK]),
+    })
+}
 
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -108,9 +155,11 @@ impl Framed {
             conn,
             frag: new_fragmentizer(limits),
             limits,
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            unfed: Vec::new(),
+            unfed_at: 0,
             pending: 0,
-            last_read: 0,
+            literal_left: 0,
+            fed_max: 0,
             literal_total: 0,
             authenticated: false,
             bytes_in: 0,
@@ -124,8 +173,11 @@ impl Framed {
     /// Upgrades to TLS; anything the client pipelined after STARTTLS is discarded (RFC 2595).
     pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
         self.frag = new_fragmentizer(self.limits);
+        self.unfed = Vec::new();
+        self.unfed_at = 0;
         self.pending = 0;
-        self.last_read = 0;
+        self.literal_left = 0;
+        self.fed_max = 0;
         self.literal_total = 0;
         self.conn.start_tls(acceptor).await
     }
@@ -157,10 +209,11 @@ impl Framed {
     /// reset that could make the client lose the final `* BYE` unread.
     pub async fn shutdown(&mut self) {
         let _ = self.conn.shutdown().await;
+        let conn = &mut self.conn;
         let drain = async {
             let mut total = 0usize;
             while total <= LINGER_MAX_BYTES {
-                match self.conn.read(&mut self.buf).await {
+                match poll_fn(|cx| poll_read_with(conn, cx, <[u8]>::len)).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => total += n,
                 }
@@ -169,18 +222,59 @@ impl Framed {
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
-    /// One read from the socket into the fragmentizer. Cancel-safe: a read that did not
-    /// complete consumed nothing. Returns false on EOF.
+    /// Hands the fragmentizer its next piece: `Ok(true)` when there was one (left from
+    /// an earlier read, or read now), `Ok(false)` on EOF. Cancel-safe: a read that did
+    /// not complete consumed nothing, and one that did is handed over in the same poll.
     async fn read_more(&mut self) -> io::Result<bool> {
-        let n = self.conn.read(&mut self.buf).await?;
-        if n == 0 {
-            return Ok(false);
+        if self.unfed_at < self.unfed.len() {
+            let unfed = std::mem::take(&mut self.unfed);
+            let fed = self.feed(&unfed[self.unfed_at..]);
+            self.unfed_at += fed;
+            // Used up: given back, so a waiting connection holds no buffer.
+            if self.unfed_at < unfed.len() {
+                self.unfed = unfed;
+            } else {
+                self.unfed_at = 0;
+            }
+            return Ok(true);
         }
-        self.bytes_in += n as u64;
-        self.pending += n;
-        self.last_read = n;
-        self.frag.enqueue_bytes(&self.buf[..n]);
-        Ok(true)
+        let read = poll_fn(|cx| {
+            let Framed {
+                conn,
+                frag,
+                unfed,
+                unfed_at,
+                pending,
+                literal_left,
+                fed_max,
+                bytes_in,
+                ..
+            } = &mut *self;
+            poll_read_with(conn, cx, |bytes| {
+                if bytes.is_empty() {
+                    return false;
+                }
+                *bytes_in += bytes.len() as u64;
+                let fed = feed(frag, pending, literal_left, fed_max, bytes);
+                if fed < bytes.len() {
+                    unfed.extend_from_slice(&bytes[fed..]);
+                    *unfed_at = 0;
+                }
+                true
+            })
+        });
+        read.await
+    }
+
+    /// Hands the fragmentizer the next piece of `bytes`; returns its length.
+    fn feed(&mut self, bytes: &[u8]) -> usize {
+        feed(
+            &mut self.frag,
+            &mut self.pending,
+            &mut self.literal_left,
+            &mut self.fed_max,
+            bytes,
+        )
     }
 
     /// The most the current command may hold, lines and accepted literals together.
@@ -211,15 +305,22 @@ impl Framed {
         }
     }
 
-    /// Called when a message is complete: a large one leaves its buffer behind, so the
-    /// fragmentizer is rebuilt with what the client sent after it.
+    /// Called when a message is complete.
     fn message_done(&mut self) {
-        let large = self.frag.message_bytes().len() > SHRINK_ABOVE;
         self.literal_total = 0;
-        if large && self.pending <= self.last_read {
-            let tail = self.buf[self.last_read - self.pending..self.last_read].to_vec();
+        self.literal_left = 0;
+        self.give_back();
+    }
+
+    /// A message that grew the fragmentizer (a long line, a literal, an APPEND of
+    /// 50 MB) leaves its buffers behind, so the fragmentizer is rebuilt empty once the
+    /// message is done. Nothing the client sent after the message is in it (a message
+    /// ends where a piece ends), which `pending` proves.
+    fn give_back(&mut self) {
+        let grown = self.frag.message_bytes().len().max(self.fed_max) > KEEP_AT_MOST;
+        if grown && self.pending == 0 {
             self.frag = new_fragmentizer(self.limits);
-            self.frag.enqueue_bytes(&tail);
+            self.fed_max = 0;
         }
     }
 
@@ -249,14 +350,16 @@ impl Framed {
                     let tag = self.tag();
                     match mode {
                         LiteralMode::Sync => {
-                            self.frag.skip_message();
+                            // Done before skipping: the line's size still shows.
                             self.message_done();
+                            self.frag.skip_message();
                             return Ok(Incoming::LiteralRefused { tag });
                         }
                         LiteralMode::NonSync => return Ok(Incoming::Overflow { tag }),
                     }
                 }
                 self.literal_total += u64::from(length);
+                self.literal_left = u64::from(length);
                 if mode == LiteralMode::Sync {
                     self.write_all(b"+ Ready for literal data\r\n").await?;
                 }
@@ -293,18 +396,17 @@ impl Framed {
             self.pending = self.pending.saturating_sub(info.range().len());
             if !self.frag.is_message_complete() {
                 // A literal in an AUTHENTICATE line is not allowed: refuse it unread.
+                self.give_back();
                 self.frag.skip_message();
                 return Ok(AuthLine::Malformed);
             }
-            return Ok(
-                match self.frag.decode_message(&AuthenticateDataCodec::default()) {
-                    Ok(AuthenticateData::Continue(data)) => {
-                        AuthLine::Data(data.declassify().to_vec())
-                    }
-                    Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
-                    Err(_) => AuthLine::Malformed,
-                },
-            );
+            let line = match self.frag.decode_message(&AuthenticateDataCodec::default()) {
+                Ok(AuthenticateData::Continue(data)) => AuthLine::Data(data.declassify().to_vec()),
+                Ok(AuthenticateData::Cancel) => AuthLine::Cancel,
+                Err(_) => AuthLine::Malformed,
+            };
+            self.give_back();
+            return Ok(line);
         }
     }
 
@@ -323,10 +425,13 @@ impl Framed {
             };
             self.pending = self.pending.saturating_sub(info.range().len());
             if !self.frag.is_message_complete() {
+                self.give_back();
                 self.frag.skip_message();
                 return Ok(false);
             }
-            return Ok(self.frag.decode_message(&IdleDoneCodec::default()).is_ok());
+            let done = self.frag.decode_message(&IdleDoneCodec::default()).is_ok();
+            self.give_back();
+            return Ok(done);
         }
     }
 
@@ -343,6 +448,32 @@ impl Framed {
     }
 }
 
+/// Hands `frag` the next piece of `bytes`: the rest of the literal being read, or else
+/// the next line up to its LF (at most [`LINE_PIECE`] bytes of it). Returns its length.
+fn feed(
+    frag: &mut Fragmentizer,
+    pending: &mut usize,
+    literal_left: &mut u64,
+    fed_max: &mut usize,
+    bytes: &[u8],
+) -> usize {
+    let n = if *literal_left > 0 {
+        let n = usize::try_from(*literal_left).map_or(bytes.len(), |left| left.min(bytes.len()));
+        *literal_left -= n as u64;
+        n
+    } else {
+        let window = &bytes[..bytes.len().min(LINE_PIECE)];
+        window
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(window.len(), |lf| lf + 1)
+    };
+    frag.enqueue_bytes(&bytes[..n]);
+    *pending += n;
+    *fed_max = (*fed_max).max(n);
+    n
+}
+
 fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {
     // Room for one full-size literal plus the command around it; more is dropped and the
     // command then fails to decode (MessageTooLong), so memory stays bounded.
@@ -350,4 +481,135 @@ fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {
         .max_literal_bytes
         .saturating_add(limits.max_command_bytes.saturating_mul(2));
     Fragmentizer::new(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    const LIMITS: FrameLimits = FrameLimits {
+        max_command_bytes: 65536,
+        max_literal_bytes: 1_000_000,
+        max_preauth_command_bytes: 8192,
+        write_timeout: Duration::from_secs(5),
+    };
+
+    /// The server's framed side of a loopback connection, and the client's socket.
+    async fn pair() -> (Framed, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Framed::new(Conn::Plain(server), LIMITS), client)
+    }
+
+    /// The next command's tag and name, and its APPEND message if it is one.
+    async fn next(framed: &mut Framed) -> (String, &'static str, Option<Vec<u8>>) {
+        let Incoming::Command(command) = framed.read_command().await.unwrap() else {
+            panic!("not a command");
+        };
+        let message = match &command.body {
+            CommandBody::Append {
+                message: LiteralOrLiteral8::Literal(l),
+                ..
+            } => Some(l.data().to_vec()),
+            _ => None,
+        };
+        (
+            command.tag.inner().to_string(),
+            command.body.name(),
+            message,
+        )
+    }
+
+    /// Holds nothing for a client that is waiting: no unfed bytes, and a fragmentizer
+    /// that has been handed small pieces only.
+    fn holds_nothing(framed: &Framed) -> bool {
+        framed.unfed.capacity() == 0 && framed.pending == 0 && framed.fed_max <= KEEP_AT_MOST
+    }
+
+    #[tokio::test]
+    async fn pipelined_commands_are_read_in_order_from_one_write() {
+        let (mut framed, mut client) = pair().await;
+        framed.set_authenticated(true);
+        client
+            .write_all(b"a NOOP\r\nb APPEND INBOX {5+}\r\nhe\nlo\r\nc CHECK\r\nd NOOP\r\n")
+            .await
+            .unwrap();
+        assert_eq!(next(&mut framed).await, ("a".into(), "NOOP", None));
+        assert_eq!(
+            next(&mut framed).await,
+            ("b".into(), "APPEND", Some(b"he\nlo".to_vec()))
+        );
+        assert_eq!(next(&mut framed).await, ("c".into(), "CHECK", None));
+        assert_eq!(next(&mut framed).await, ("d".into(), "NOOP", None));
+        assert!(holds_nothing(&framed));
+    }
+
+    #[tokio::test]
+    async fn a_large_command_is_given_back_and_what_follows_it_kept() {
+        let (mut framed, mut client) = pair().await;
+        framed.set_authenticated(true);
+        let size = 200_000;
+        let mut bytes = format!("a APPEND INBOX {{{size}+}}\r\n").into_bytes();
+        bytes.extend((0..size).map(|i| if i % 70 == 69 { b'\n' } else { b'q' }));
+        // What the client pipelined behind it arrives with the literal's last bytes.
+        bytes.extend_from_slice(b"\r\nb NOOP\r\nc LOGOUT\r\n");
+        let writer = tokio::spawn(async move {
+            client.write_all(&bytes).await.unwrap();
+            client
+        });
+        let (tag, name, message) = next(&mut framed).await;
+        assert_eq!((tag.as_str(), name), ("a", "APPEND"));
+        assert_eq!(message.map(|m| m.len()), Some(size));
+        assert_eq!(framed.frag.message_bytes().len(), 0, "rebuilt empty");
+        assert_eq!(next(&mut framed).await, ("b".into(), "NOOP", None));
+        assert_eq!(next(&mut framed).await, ("c".into(), "LOGOUT", None));
+        assert!(holds_nothing(&framed));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn commands_split_anywhere_are_read_the_same() {
+        let (mut framed, mut client) = pair().await;
+        client.set_nodelay(true).unwrap();
+        let bytes = b"a LOGIN {3+}\r\nbob {4+}\r\npass\r\nb NOOP\r\n".to_vec();
+        let writer = tokio::spawn(async move {
+            for byte in bytes {
+                client.write_all(&[byte]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            client
+        });
+        assert_eq!(next(&mut framed).await, ("a".into(), "LOGIN", None));
+        assert_eq!(next(&mut framed).await, ("b".into(), "NOOP", None));
+        assert!(holds_nothing(&framed));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_unended_line_before_login_is_still_cut_at_the_cap() {
+        let (mut framed, mut client) = pair().await;
+        let mut line = b"a LOGIN ".to_vec();
+        line.resize(20_000, b'x');
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&line).await;
+            client
+        });
+        assert!(matches!(
+            framed.read_command().await.unwrap(),
+            Incoming::Overflow { .. }
+        ));
+        // Held no more than the cap and one piece.
+        assert!(framed.frag.message_bytes().len() <= 8192 + LINE_PIECE);
+        drop(writer.await.unwrap());
+    }
 }

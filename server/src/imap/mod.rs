@@ -81,13 +81,17 @@ pub type PreAuthGuard = Box<dyn std::any::Any + Send + Sync>;
 
 /// Serves one accepted connection to its end. `login_deadline` is when a connection
 /// that has not logged in is closed (counted from the connect).
-pub async fn serve_connection(
+///
+/// The session's future is boxed here, once, at its own size: the task that awaits it
+/// (which also did the handshake) then holds a pointer instead of a second copy of its
+/// state.
+pub fn serve_connection(
     ctx: Arc<ImapCtx>,
     conn: Conn,
     info: ConnInfo,
     login_deadline: tokio::time::Instant,
     preauth: PreAuthGuard,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let limits = FrameLimits {
         max_command_bytes: ctx.limits.max_command_bytes,
         max_literal_bytes: ctx.limits.max_literal_bytes,
@@ -97,7 +101,7 @@ pub async fn serve_connection(
     let mut session = session::Session::new(ctx, Framed::new(conn, limits), info);
     session.login_deadline = login_deadline;
     session.preauth = Some(preauth);
-    session::run(session).await;
+    Box::pin(session::run(session))
 }
 
 /// Counts authenticated sessions per account, up to a maximum.

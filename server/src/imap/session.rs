@@ -73,8 +73,8 @@ pub struct Session {
 /// Flush `out` to the socket once it holds this much, so a large FETCH streams.
 pub const FLUSH_AT: usize = 64 * 1024;
 
-/// The output buffer's first capacity, and the most it keeps between responses.
-const OUT_START: usize = 1024;
+/// The most the output buffer keeps between the flushes of one command's responses;
+/// after the command it is given back altogether (an idle session holds none).
 const OUT_KEEP: usize = 2 * FLUSH_AT;
 
 /// What a session is told when the server shuts down.
@@ -91,7 +91,7 @@ impl Session {
             io,
             info,
             state: State::NotAuthenticated,
-            out: Vec::with_capacity(OUT_START),
+            out: Vec::new(),
             changes,
             dirty: false,
             auth_failures: 0,
@@ -145,7 +145,7 @@ impl Session {
             out.clear();
             // A large response leaves no large buffer behind.
             if out.capacity() > OUT_KEEP {
-                out = Vec::with_capacity(OUT_START);
+                out = Vec::new();
             }
             self.out = out;
         }
@@ -474,7 +474,9 @@ pub async fn run(mut s: Session) {
                 break;
             }
         };
-        match execute(&mut s, command).await {
+        // Boxed: a command's future (the largest of them all) is allocated while it
+        // runs, not kept in every idle session's task.
+        match Box::pin(execute(&mut s, command)).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::info!(%peer, "write timeout: the client read nothing; closing");
@@ -588,5 +590,7 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
     };
     s.out.extend_from_slice(line.as_bytes());
     s.flush().await?;
+    // Between commands the session holds no output buffer.
+    s.out = Vec::new();
     Ok(())
 }

@@ -40,7 +40,7 @@ impl ListenerKind {
 /// A client connection.
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<HandshakeLimited>>),
     /// OpenSSL PSK-TLS, with whom the handshake authenticated.
     Psk(Box<psk::PskStream>),
     /// Placeholder while a STARTTLS upgrade owns the stream; never read or written.
@@ -69,7 +69,7 @@ impl Conn {
         let Conn::Plain(tcp) = std::mem::replace(self, Conn::Upgrading) else {
             return Err(upgrading());
         };
-        let tls = acceptor.accept(tcp).await?;
+        let tls = tls::accept(acceptor, tcp).await?;
         *self = Conn::Tls(Box::new(tls));
         Ok(())
     }
@@ -166,6 +166,89 @@ impl AsyncWrite for Conn {
             Conn::Upgrading => Poll::Ready(Err(upgrading())),
         }
     }
+}
+
+/// The most a client may send during a TLS or PSK-TLS handshake (ClientHello and its
+/// later flight together), as much as a command before login
+/// (`limits.max_preauth_command_bytes` by default). Real ClientHellos are at most a
+/// few KiB (post-quantum key shares included), and this server asks for no client
+/// certificate; without a limit rustls joins a ClientHello of up to 64 KiB and OpenSSL
+/// one of up to 128 KiB, which a client that never finishes would make every
+/// connection hold (with OpenSSL's own ~48 KiB of handshake state on top).
+pub const MAX_HANDSHAKE_BYTES: usize = 8 * 1024;
+
+/// A TCP stream from which at most [`MAX_HANDSHAKE_BYTES`] are read until
+/// [`HandshakeLimited::lift`] (called once the handshake is done); a client that sends
+/// more gets an error, and its handshake fails.
+pub struct HandshakeLimited {
+    tcp: TcpStream,
+    /// Bytes the client may still send; `None` once the handshake is done.
+    left: Option<usize>,
+}
+
+impl HandshakeLimited {
+    pub fn new(tcp: TcpStream) -> Self {
+        HandshakeLimited {
+            tcp,
+            left: Some(MAX_HANDSHAKE_BYTES),
+        }
+    }
+
+    /// The handshake is done: reads are no longer counted.
+    pub fn lift(&mut self) {
+        self.left = None;
+    }
+}
+
+impl AsyncRead for HandshakeLimited {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.left == Some(0) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client sent more than a handshake may hold",
+            )));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        if let Some(left) = &mut this.left {
+            // One read may go past the limit (by at most the reader's buffer); the
+            // next one fails.
+            *left = left.saturating_sub(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for HandshakeLimited {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// Waits until the client has sent something (or closed the connection), without
+/// consuming it: TLS state is made only then. (A peek, because tokio reports a new
+/// socket readable before anything has arrived.)
+pub async fn first_bytes(tcp: &TcpStream) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    tcp.peek(&mut byte).await?;
+    Ok(())
 }
 
 /// Peer and listener of a connection.

@@ -21,8 +21,8 @@ use openssl::dh::Dh;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslRef, SslSessionCacheMode,
-    SslVersion,
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
+    SslSessionCacheMode, SslVersion,
 };
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -52,7 +52,7 @@ const DECOY_KEY_BYTES: usize = 32;
 
 /// A PSK-TLS stream and whom its handshake authenticated.
 pub struct PskStream {
-    pub stream: SslStream<TcpStream>,
+    pub stream: SslStream<super::HandshakeLimited>,
     /// The identity and account whose key the client proved; `None` only if the
     /// handshake somehow completed without our callback choosing a key.
     pub peer: Option<PskPeer>,
@@ -111,6 +111,9 @@ impl PskAcceptor {
             options |= ALLOW_NO_DHE_KEX;
         }
         builder.set_options(options);
+        // Read and write buffers are freed whenever they are empty, so an idle PSK-TLS
+        // session does not keep ~34 KiB of them.
+        builder.set_mode(SslMode::RELEASE_BUFFERS);
         builder.set_num_tickets(0)?;
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
         // DHE-PSK: the 2048-bit MODP group of RFC 3526 (a safe prime, generator 2).
@@ -130,13 +133,21 @@ impl PskAcceptor {
     }
 
     /// Runs the server handshake on `tcp`.
+    ///
+    /// OpenSSL's state is made once the client has sent something: a connection that
+    /// never starts its handshake holds only its socket. The client may send at most
+    /// [`super::MAX_HANDSHAKE_BYTES`] before the handshake is done (OpenSSL would join
+    /// a ClientHello of up to 128 KiB).
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<PskStream> {
+        super::first_bytes(&tcp).await?;
         let ssl = Ssl::new(&self.context).map_err(io::Error::other)?;
-        let mut stream = SslStream::new(ssl, tcp).map_err(io::Error::other)?;
+        let limited = super::HandshakeLimited::new(tcp);
+        let mut stream = SslStream::new(ssl, limited).map_err(io::Error::other)?;
         Pin::new(&mut stream)
             .accept()
             .await
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        stream.get_mut().lift();
         let peer = stream.ssl().ex_data(self.peer_index).cloned();
         Ok(PskStream { stream, peer })
     }

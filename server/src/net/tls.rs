@@ -81,6 +81,21 @@ pub fn server_config(source: CertSource<'_>) -> Result<ServerTls, TlsError> {
     })
 }
 
+/// Runs the server side of a TLS handshake on `tcp`, once the client has sent
+/// something: a connection that never starts its handshake holds no TLS state, only its
+/// socket. The client may send at most [`super::MAX_HANDSHAKE_BYTES`] before the
+/// handshake is done. The handshake's state is boxed, allocated while it runs and not
+/// kept in the connection's future afterwards.
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<super::HandshakeLimited>> {
+    super::first_bytes(&tcp).await?;
+    let mut tls = Box::pin(acceptor.accept(super::HandshakeLimited::new(tcp))).await?;
+    tls.get_mut().0.lift();
+    Ok(tls)
+}
+
 /// RFC 5929 section 4.1: the hash of the DER certificate, with the hash function of
 /// its signature algorithm (SHA-256 instead of MD5 or SHA-1). `None` when the
 /// algorithm has no single hash function (Ed25519) or the certificate does not parse.

@@ -25,6 +25,9 @@ use super::mutf7;
 use super::session::Session;
 
 /// Runs a command that the session's state allows.
+///
+/// Each command's future is boxed at its own size: a session in IDLE holds IDLE's
+/// state, not room for the largest command's (FETCH, SEARCH and the like).
 pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) -> CmdResult {
     use CommandBody as C;
     match body {
@@ -35,59 +38,68 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
         C::Enable { capabilities } => any::enable(s, capabilities),
         C::Namespace => any::namespace(s),
         C::StartTLS => auth::starttls(s),
-        C::Login { username, password } => auth::login(s, username, password).await,
+        C::Login { username, password } => Box::pin(auth::login(s, username, password)).await,
         C::Authenticate {
             mechanism,
             initial_response,
-        } => auth::authenticate(s, mechanism, initial_response).await,
+        } => Box::pin(auth::authenticate(s, mechanism, initial_response)).await,
         C::Select {
             mailbox,
             parameters,
-        } => select::select(s, &mailbox, &parameters, false).await,
+        } => Box::pin(select::select(s, &mailbox, &parameters, false)).await,
         C::Examine {
             mailbox,
             parameters,
-        } => select::select(s, &mailbox, &parameters, true).await,
-        C::Create { mailbox } => mailbox::create(s, &mailbox).await,
-        C::Delete { mailbox } => mailbox::delete(s, &mailbox).await,
-        C::Rename { from, to } => mailbox::rename(s, &from, &to).await,
-        C::Subscribe { mailbox } => mailbox::subscribe(s, &mailbox, true).await,
-        C::Unsubscribe { mailbox } => mailbox::subscribe(s, &mailbox, false).await,
+        } => Box::pin(select::select(s, &mailbox, &parameters, true)).await,
+        C::Create { mailbox } => Box::pin(mailbox::create(s, &mailbox)).await,
+        C::Delete { mailbox } => Box::pin(mailbox::delete(s, &mailbox)).await,
+        C::Rename { from, to } => Box::pin(mailbox::rename(s, &from, &to)).await,
+        C::Subscribe { mailbox } => Box::pin(mailbox::subscribe(s, &mailbox, true)).await,
+        C::Unsubscribe { mailbox } => Box::pin(mailbox::subscribe(s, &mailbox, false)).await,
         C::List {
             reference,
             mailbox_wildcard,
-        } => list::list(s, &reference, &mailbox_wildcard, false).await,
+        } => Box::pin(list::list(s, &reference, &mailbox_wildcard, false)).await,
         C::Lsub {
             reference,
             mailbox_wildcard,
-        } => list::list(s, &reference, &mailbox_wildcard, true).await,
+        } => Box::pin(list::list(s, &reference, &mailbox_wildcard, true)).await,
         C::Status {
             mailbox,
             item_names,
-        } => mailbox::status(s, &mailbox, &item_names).await,
+        } => Box::pin(mailbox::status(s, &mailbox, &item_names)).await,
         C::Append {
             mailbox,
             flags,
             date,
             message,
-        } => append::append(s, &mailbox, flags, date, message).await,
-        C::Idle => idle::idle(s).await,
+        } => Box::pin(append::append(s, &mailbox, flags, date, message)).await,
+        C::Idle => Box::pin(idle::idle(s)).await,
         C::Check => Ok(Done::text("Check completed.")),
-        C::Close => expunge::close(s).await,
+        C::Close => Box::pin(expunge::close(s)).await,
         C::Unselect => expunge::unselect(s),
-        C::Expunge => expunge::expunge(s, None).await,
-        C::ExpungeUid { sequence_set } => expunge::expunge(s, Some(&sequence_set)).await,
+        C::Expunge => Box::pin(expunge::expunge(s, None)).await,
+        C::ExpungeUid { sequence_set } => Box::pin(expunge::expunge(s, Some(&sequence_set))).await,
         C::Search {
             charset,
             criteria,
             uid,
-        } => search::search(s, charset, criteria, uid).await,
+        } => Box::pin(search::search(s, charset, criteria, uid)).await,
         C::Fetch {
             sequence_set,
             macro_or_item_names,
             uid,
             modifiers,
-        } => fetch::fetch(s, &sequence_set, macro_or_item_names, uid, &modifiers).await,
+        } => {
+            Box::pin(fetch::fetch(
+                s,
+                &sequence_set,
+                macro_or_item_names,
+                uid,
+                &modifiers,
+            ))
+            .await
+        }
         C::Store {
             sequence_set,
             kind,
@@ -95,17 +107,28 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
             flags,
             uid,
             modifiers,
-        } => store::store(s, &sequence_set, kind, response, &flags, uid, &modifiers).await,
+        } => {
+            Box::pin(store::store(
+                s,
+                &sequence_set,
+                kind,
+                response,
+                &flags,
+                uid,
+                &modifiers,
+            ))
+            .await
+        }
         C::Copy {
             sequence_set,
             mailbox,
             uid,
-        } => copy::copy(s, &sequence_set, &mailbox, uid, false).await,
+        } => Box::pin(copy::copy(s, &sequence_set, &mailbox, uid, false)).await,
         C::Move {
             sequence_set,
             mailbox,
             uid,
-        } => copy::copy(s, &sequence_set, &mailbox, uid, true).await,
+        } => Box::pin(copy::copy(s, &sequence_set, &mailbox, uid, true)).await,
         other => {
             let _ = tag;
             Err(CmdError::bad(format!(
