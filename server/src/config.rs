@@ -304,6 +304,9 @@ pub struct LimitsConfig {
     pub max_preauth_connections_per_ip: usize,
     /// A session whose client reads nothing of a response for this long is closed.
     pub write_timeout_secs: u64,
+    /// How long an expunged message stays readable for sessions that have not yet told
+    /// their client of the expunge; after it, its content is deleted.
+    pub expunged_retention_secs: u64,
     /// Inactivity after which an authenticated session is logged out.
     pub autologout_secs: u64,
     /// Longest IDLE before the server ends it.
@@ -547,6 +550,7 @@ impl Default for LimitsConfig {
             max_preauth_connections: 2500,
             max_preauth_connections_per_ip: 20,
             write_timeout_secs: 60,
+            expunged_retention_secs: 900,
             autologout_secs: 1800,
             idle_max_secs: 1800,
             idle_keepalive_secs: 120,

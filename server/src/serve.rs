@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cpmstore_storage::OpenOptions;
+use cpmstore_storage::{OpenOptions, Store};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
@@ -182,6 +182,34 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     run_until(config, rx, tx, signal).await
 }
 
+/// Deletes the content of messages expunged longer than `retention` ago, once a minute:
+/// until then, sessions that still show them can read them (`Store::fetch_expunged`).
+/// With several nodes on one PostgreSQL, each node purges; the work is idempotent.
+async fn purge_expunged(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(60).min(retention.max(Duration::from_secs(1)));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let before = i64::try_from(now.saturating_sub(retention).as_secs()).unwrap_or(0);
+        match store.purge_expunged(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(messages = n, "expunged content deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting expunged content failed; will retry"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -257,6 +285,12 @@ pub async fn run_until(
             .map_err(|e| ServeError::Psk(format!("cannot set up OpenSSL: {e}")))?;
         Some((cache, Arc::new(acceptor)))
     };
+
+    tokio::spawn(purge_expunged(
+        store.clone(),
+        Duration::from_secs(config.limits.expunged_retention_secs),
+        shutdown_rx.clone(),
+    ));
 
     let metrics = Metrics::new().map_err(|e| ServeError::Other(e.to_string()))?;
     let verifier = Verifier::from_config(&config.auth);

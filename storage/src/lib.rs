@@ -488,8 +488,9 @@ pub trait Store: Send + Sync + 'static {
         to: MailboxId,
     ) -> Result<Copied>;
     /// Expunges messages flagged \Deleted (within `uids` if given); returns their UIDs.
-    /// The UIDs come ascending; each is recorded as expunged with the new MODSEQ, and
-    /// blobs no message of the account refers to any more are deleted.
+    /// The UIDs come ascending; each is recorded as expunged with the new MODSEQ. The
+    /// tombstone keeps the message's row and blob (see [`Store::fetch_expunged`]) until
+    /// [`Store::purge_expunged`] forgets them.
     async fn expunge(
         &self,
         account: AccountId,
@@ -518,7 +519,25 @@ pub trait Store: Send + Sync + 'static {
         since_modseq: u64,
         uids: Option<&[UidRange]>,
     ) -> Result<Vec<u32>>;
-    /// Bytes used by all the account's messages (each message counted, shared blobs too).
+    /// The messages of `uids` expunged from the mailbox (by EXPUNGE, MOVE or the rename
+    /// of INBOX) whose data is still kept, in UID order: each row as it was when
+    /// expunged, except that `modseq` is the expunge's. Their blobs stay readable with
+    /// [`Store::blob`] until [`Store::purge_expunged`]. This is how a session reads a
+    /// message another session expunged before it could tell its client (RFC 3501 5.5:
+    /// no EXPUNGE during FETCH, STORE or SEARCH). An unknown mailbox has none.
+    async fn fetch_expunged(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[UidRange],
+    ) -> Result<Vec<MessageMeta>>;
+    /// Forgets the data of messages expunged at or before `before` (unix seconds), in
+    /// every account: their tombstones stay (for [`Store::changes_since`] and
+    /// [`Store::expunged_since`]), their blobs go unless a message or another kept
+    /// tombstone refers to them. Returns how many messages' data was forgotten.
+    async fn purge_expunged(&self, before: i64) -> Result<u64>;
+    /// Bytes used by all the account's messages (each message counted, shared blobs too;
+    /// expunged messages whose data is still kept are not counted).
     async fn quota_usage(&self, account: AccountId) -> Result<u64>;
 
     // --- metadata (RFC 5464) ----------------------------------------------------------

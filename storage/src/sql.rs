@@ -51,6 +51,9 @@ const SYSTEM_MASK: i64 = 0x1f;
 /// The name of the one mailbox that always exists.
 const INBOX: &str = "INBOX";
 
+/// Tombstones whose data one transaction of [`Store::purge_expunged`] forgets.
+const PURGE_BATCH: u64 = 500;
+
 /// Which database is behind the `Any` pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -614,13 +617,11 @@ impl SqlStore {
         .bind(inbox_modseq)
         .execute(&mut *tx)
         .await?;
-        let moved = sqlx::query(
-            "SELECT uid FROM messages WHERE account_id = $1 AND mailbox_id = $2 ORDER BY uid",
-        )
-        .bind(id.0)
-        .bind(inbox_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let moved = sqlx::query(SELECT_MAILBOX_MESSAGES)
+            .bind(id.0)
+            .bind(inbox_id)
+            .fetch_all(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE messages SET mailbox_id = $3 WHERE account_id = $1 AND mailbox_id = $2",
         )
@@ -639,8 +640,8 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?;
         for row in &moved {
-            let uid: i64 = row.try_get(0)?;
-            insert_tombstone(&mut tx, id, inbox_id, uid, inbox_modseq).await?;
+            let meta = meta_from_row(row)?;
+            insert_tombstone(&mut tx, id, inbox_id, &meta, inbox_modseq).await?;
         }
         let inbox_modseq = to_u64(inbox_modseq, "modseq")?;
         let changes = vec![
@@ -673,7 +674,9 @@ impl SqlStore {
         let mailbox = MailboxId(row.try_get(0)?);
         let modseq = to_u64(row.try_get(1)?, "modseq")?;
         let hashes = sqlx::query(
-            "SELECT DISTINCT blob_hash FROM messages WHERE account_id = $1 AND mailbox_id = $2",
+            "SELECT blob_hash FROM messages WHERE account_id = $1 AND mailbox_id = $2 \
+             UNION SELECT blob_hash FROM expunged WHERE account_id = $1 AND mailbox_id = $2 \
+             AND blob_hash IS NOT NULL",
         )
         .bind(id.0)
         .bind(mailbox.0)
@@ -1031,16 +1034,16 @@ impl SqlStore {
         if expunge_source {
             // Before the inserts: with from == to the new UIDs may fall in the ranges.
             let modseq = to_i64(source.highestmodseq)?;
-            for &uid in &source_uids {
+            for meta in &messages {
                 sqlx::query(
                     "DELETE FROM messages WHERE account_id = $1 AND mailbox_id = $2 AND uid = $3",
                 )
                 .bind(account.0)
                 .bind(from.0)
-                .bind(i64::from(uid))
+                .bind(i64::from(meta.uid))
                 .execute(&mut *tx)
                 .await?;
-                insert_tombstone(&mut tx, account, from.0, i64::from(uid), modseq).await?;
+                insert_tombstone(&mut tx, account, from.0, meta, modseq).await?;
             }
         }
         let dest_modseq = to_i64(dest.highestmodseq)?;
@@ -1094,34 +1097,28 @@ impl SqlStore {
         let mut tx = self.begin().await?;
         let locked = lock_mailbox(&mut tx, account, mailbox, 1).await?;
         let modseq = to_i64(locked.highestmodseq)?;
-        let mut uids = Vec::new();
-        let mut hashes = BTreeSet::new();
+        let mut gone = Vec::new();
         for &(lo, hi) in ranges {
-            let rows = sqlx::query(
-                "DELETE FROM messages WHERE account_id = $1 AND mailbox_id = $2 AND uid >= $3 AND uid <= $4 \
-                 AND (system_flags & 8) <> 0 RETURNING uid, blob_hash",
-            )
-            .bind(account.0)
-            .bind(mailbox.0)
-            .bind(lo)
-            .bind(hi)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query(EXPUNGE_RANGE)
+                .bind(account.0)
+                .bind(mailbox.0)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(&mut *tx)
+                .await?;
             for row in rows {
-                let uid: i64 = row.try_get(0)?;
-                hashes.insert(row.try_get::<String, _>(1)?);
-                uids.push(uid);
+                gone.push(meta_from_row(&row)?);
             }
         }
-        if uids.is_empty() {
+        if gone.is_empty() {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        uids.sort_unstable();
-        for &uid in &uids {
-            insert_tombstone(&mut tx, account, mailbox.0, uid, modseq).await?;
+        gone.sort_unstable_by_key(|m| m.uid);
+        // The tombstones keep the blobs: nothing is collected until the data is purged.
+        for meta in &gone {
+            insert_tombstone(&mut tx, account, mailbox.0, meta, modseq).await?;
         }
-        self.collect_blobs(&mut tx, account, &hashes).await?;
         self.commit(
             tx,
             vec![message_change(
@@ -1132,12 +1129,11 @@ impl SqlStore {
             )],
         )
         .await?;
-        uids.into_iter()
-            .map(|uid| to_u32(uid, "uid").map_err(Fail::from))
-            .collect()
+        Ok(gone.into_iter().map(|m| m.uid).collect())
     }
 
-    /// Deletes the blobs among `hashes` that no message of the account references.
+    /// Deletes the blobs among `hashes` that no message of the account references, nor
+    /// any tombstone still keeping an expunged message's data.
     async fn collect_blobs(
         &self,
         tx: &mut AnyConnection,
@@ -1145,7 +1141,8 @@ impl SqlStore {
         hashes: &BTreeSet<String>,
     ) -> TxResult<()> {
         const GC: &str = "DELETE FROM blobs WHERE account_id = $1 AND hash = $2 \
-                          AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND blob_hash = $2)";
+                          AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = $1 AND blob_hash = $2) \
+                          AND NOT EXISTS (SELECT 1 FROM expunged WHERE account_id = $1 AND blob_hash = $2)";
         for hash in hashes {
             match self.backend {
                 // Writers are serialised: what is unreferenced now stays so until commit.
@@ -1179,6 +1176,43 @@ impl SqlStore {
             }
         }
         Ok(())
+    }
+
+    /// Forgets the data of up to `limit` tombstones expunged at or before `before`, and
+    /// collects the blobs only they kept; returns how many.
+    async fn purge_expunged_tx(&self, before: i64, limit: u64) -> TxResult<u64> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT account_id, mailbox_id, uid, blob_hash FROM expunged \
+             WHERE blob_hash IS NOT NULL AND expunged_at <= $1 ORDER BY expunged_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(to_i64(limit)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut hashes: std::collections::BTreeMap<i64, BTreeSet<String>> = Default::default();
+        for row in &rows {
+            let account: i64 = row.try_get(0)?;
+            sqlx::query(
+                "UPDATE expunged SET blob_hash = NULL, keywords = NULL \
+                 WHERE account_id = $1 AND mailbox_id = $2 AND uid = $3",
+            )
+            .bind(account)
+            .bind(row.try_get::<i64, _>(1)?)
+            .bind(row.try_get::<i64, _>(2)?)
+            .execute(&mut *tx)
+            .await?;
+            hashes
+                .entry(account)
+                .or_default()
+                .insert(row.try_get::<String, _>(3)?);
+        }
+        for (account, hashes) in &hashes {
+            self.collect_blobs(&mut tx, AccountId(*account), hashes)
+                .await?;
+        }
+        self.commit(tx, Vec::new()).await?;
+        Ok(rows.len() as u64)
     }
 
     async fn changes_since_tx(
@@ -1961,6 +1995,43 @@ impl Store for SqlStore {
             .map_err(|e| self.fail(e))
     }
 
+    async fn fetch_expunged(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[UidRange],
+    ) -> Result<Vec<MessageMeta>> {
+        let mut out = Vec::new();
+        for (lo, hi) in normalise_ranges(uids) {
+            let rows = sqlx::query(SELECT_EXPUNGED_RANGE)
+                .bind(account.0)
+                .bind(mailbox.0)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.map_err(e))?;
+            for row in rows {
+                out.push(meta_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge_expunged(&self, before: i64) -> Result<u64> {
+        let mut purged = 0;
+        // A batch per transaction, so that a large purge never holds the write lock long.
+        loop {
+            let n = self
+                .retry(|| Box::pin(self.purge_expunged_tx(before, PURGE_BATCH)))
+                .await?;
+            purged += n;
+            if n < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
     async fn quota_usage(&self, account: AccountId) -> Result<u64> {
         self.require_account(account)
             .await
@@ -2178,6 +2249,22 @@ const SELECT_RANGE: &str = concat!(
     meta_columns!(),
     " FROM messages WHERE account_id = $1 AND mailbox_id = $2 AND uid >= $3 AND uid <= $4 ORDER BY uid"
 );
+const SELECT_MAILBOX_MESSAGES: &str = concat!(
+    "SELECT ",
+    meta_columns!(),
+    " FROM messages WHERE account_id = $1 AND mailbox_id = $2 ORDER BY uid"
+);
+const EXPUNGE_RANGE: &str = concat!(
+    "DELETE FROM messages WHERE account_id = $1 AND mailbox_id = $2 AND uid >= $3 AND uid <= $4 \
+     AND (system_flags & 8) <> 0 RETURNING ",
+    meta_columns!()
+);
+/// The kept data of expunged messages, as [`meta_from_row`] reads it (the MODSEQ is the
+/// expunge's).
+const SELECT_EXPUNGED_RANGE: &str = "SELECT uid, modseq, system_flags, keywords, internal_date, \
+     internal_date_tz, size, blob_hash FROM expunged \
+     WHERE account_id = $1 AND mailbox_id = $2 AND uid >= $3 AND uid <= $4 AND blob_hash IS NOT NULL \
+     ORDER BY uid";
 const SELECT_RANGE_UNCHANGED_SINCE: &str = concat!(
     "SELECT ",
     meta_columns!(),
@@ -2403,21 +2490,35 @@ async fn insert_message(
     Ok(())
 }
 
+/// Records `meta` as expunged from `mailbox` at `modseq`, keeping its row (and so its
+/// blob) for the sessions that have not yet been told (see [`Store::fetch_expunged`]).
 async fn insert_tombstone(
     tx: &mut AnyConnection,
     account: AccountId,
     mailbox: i64,
-    uid: i64,
+    meta: &MessageMeta,
     modseq: i64,
 ) -> TxResult<()> {
     sqlx::query(
-        "INSERT INTO expunged (account_id, mailbox_id, uid, modseq) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (account_id, mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+        "INSERT INTO expunged (account_id, mailbox_id, uid, modseq, internal_date, internal_date_tz, \
+         size, system_flags, keywords, blob_hash, expunged_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (account_id, mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq, \
+         internal_date = excluded.internal_date, internal_date_tz = excluded.internal_date_tz, \
+         size = excluded.size, system_flags = excluded.system_flags, keywords = excluded.keywords, \
+         blob_hash = excluded.blob_hash, expunged_at = excluded.expunged_at",
     )
     .bind(account.0)
     .bind(mailbox)
-    .bind(uid)
+    .bind(i64::from(meta.uid))
     .bind(modseq)
+    .bind(meta.internal_date)
+    .bind(i64::from(meta.internal_date_tz))
+    .bind(to_i64(meta.size)?)
+    .bind(i64::from(meta.flags.system.0))
+    .bind(encode_keywords(&meta.flags.keywords))
+    .bind(meta.blob.as_str())
+    .bind(now())
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -364,6 +364,13 @@ async fn fetch_all(
     fetch(store, account, mailbox, &[UidRange::all()]).await
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 fn uids(metas: &[MessageMeta]) -> Vec<u32> {
     metas.iter().map(|m| m.uid).collect()
 }
@@ -1371,6 +1378,15 @@ async fn copy_and_move(env: &Env) {
         .await
         .unwrap();
     assert_eq!(since.expunged, [2]);
+    // The source's row stays readable for sessions not yet told of the move.
+    let kept = store
+        .fetch_expunged(alice.id, inbox_id, &[UidRange::all()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (uids(&kept), kept[0].blob.as_str(), kept[0].modseq),
+        (vec![2], source[1].blob.as_str(), since.highestmodseq)
+    );
     assert_eq!(env.blob_rows(alice.id).await, blobs);
     assert_eq!(store.quota_usage(alice.id).await.unwrap(), usage * 2);
     let mut kinds = [next_change(&mut rx).await, next_change(&mut rx).await];
@@ -1857,11 +1873,79 @@ async fn expunge(env: &Env) {
     assert_eq!(since.highestmodseq, change.modseq);
     assert!(change.modseq > modseq1);
 
-    // Blobs no message refers to any more are gone; shared ones stay.
+    // Expunged messages stay readable, as they were, for sessions not yet told:
+    // rows (flags as at the expunge, the expunge's MODSEQ) and blobs.
+    let kept = store
+        .fetch_expunged(alice.id, inbox_id, &[UidRange::all()])
+        .await
+        .unwrap();
+    assert_eq!(uids(&kept), [2, 3]);
+    assert_eq!(
+        (kept[0].blob.as_str(), kept[1].blob.as_str()),
+        (two.as_str(), three.as_str())
+    );
+    assert_eq!(
+        (kept[0].size, kept[0].flags.clone()),
+        (metas[1].size, deleted.clone())
+    );
+    assert_eq!(kept[0].modseq, change.modseq);
+    assert_eq!(
+        (kept[0].internal_date, kept[0].internal_date_tz),
+        (metas[1].internal_date, metas[1].internal_date_tz)
+    );
+    assert!(
+        store
+            .blob(alice.id, &two)
+            .await
+            .unwrap()
+            .ends_with(b"two\r\n")
+    );
+    assert!(
+        store
+            .fetch_expunged(alice.id, inbox_id, &[UidRange::one(1), UidRange::one(4)])
+            .await
+            .unwrap()
+            .is_empty(),
+        "live messages are not expunged ones"
+    );
+    assert!(
+        store
+            .fetch_expunged(alice.id, archive.id, &[UidRange::all()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Kept content is not the subscriber's usage any more.
+    assert_eq!(
+        store.quota_usage(alice.id).await.unwrap(),
+        metas[0].size + metas[3].size
+    );
+    // Content expunged later than the cut-off stays; purging at or after it, the
+    // rows' data and the blobs no message refers to any more go; shared ones stay.
+    let expunged_at = now_secs();
+    assert_eq!(store.purge_expunged(expunged_at - 3600).await.unwrap(), 0);
+    assert!(env.blob_exists(alice.id, &two).await);
+    assert_eq!(store.purge_expunged(expunged_at + 1).await.unwrap(), 2);
     assert!(!env.blob_exists(alice.id, &two).await);
     assert!(!env.blob_exists(alice.id, &three).await);
     assert_err!(store.blob(alice.id, &two).await, Error::NotFound(_));
     assert!(env.blob_exists(alice.id, &shared).await);
+    assert!(
+        store
+            .fetch_expunged(alice.id, inbox_id, &[UidRange::all()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The tombstones themselves stay (QRESYNC).
+    assert_eq!(
+        store
+            .expunged_since(alice.id, inbox_id, modseq1, None)
+            .await
+            .unwrap(),
+        [2, 3]
+    );
+    assert_eq!(store.purge_expunged(expunged_at + 1).await.unwrap(), 0);
 
     assert_eq!(store.expunge(alice.id, inbox_id, None).await.unwrap(), [1]);
     assert!(
@@ -1905,6 +1989,9 @@ async fn expunge(env: &Env) {
         store.expunge(alice.id, archive.id, None).await.unwrap(),
         [1]
     );
+    // Kept while the tombstones keep it, for sessions that still show the message.
+    assert_eq!(env.blob_rows(alice.id).await, 1);
+    assert_eq!(store.purge_expunged(now_secs() + 1).await.unwrap(), 3);
     assert_eq!(env.blob_rows(alice.id).await, 0);
     assert_eq!(
         store.mailbox_counts(alice.id, inbox_id).await.unwrap(),

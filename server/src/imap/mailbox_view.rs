@@ -7,7 +7,11 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::ops::Range;
 
-use cpmstore_storage::{Flags, Mailbox, MailboxChanges, MessageMeta, UidRange};
+use cpmstore_storage::{
+    AccountId, Error as StoreError, Flags, Mailbox, MailboxChanges, MailboxId, MessageMeta, Store,
+    UidRange,
+};
+use futures::TryStreamExt;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::seqset::Intervals;
@@ -241,12 +245,7 @@ impl MailboxView {
                 Err(_) => {}
             }
         }
-        for kw in self.flags.iter().flat_map(|f| f.keywords.iter()) {
-            if !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(kw)) {
-                self.keywords.push(kw.clone());
-                out.extend_from_slice(format!("* FLAGS {}\r\n", self.flags_line()).as_bytes());
-            }
-        }
+        self.announce_keywords(out);
         if self.uids.len() != before {
             out.extend_from_slice(
                 format!(
@@ -268,6 +267,34 @@ impl MailboxView {
             }
         }
         self.modseq = self.modseq.max(changes.highestmodseq);
+    }
+
+    /// Announces keywords that messages of the view carry but the client has not been
+    /// told: one `* FLAGS` line with all of them, then (read-write) `* OK
+    /// [PERMANENTFLAGS ...]`, so that no response uses a keyword before FLAGS lists it.
+    /// Called before any response that shows flags the view has just taken in.
+    pub fn announce_keywords(&mut self, out: &mut Vec<u8>) {
+        let mut new = false;
+        for kw in self.flags.iter().flat_map(|f| f.keywords.iter()) {
+            if !self.keywords.iter().any(|k| k.eq_ignore_ascii_case(kw)) {
+                self.keywords.push(kw.clone());
+                new = true;
+            }
+        }
+        if !new {
+            return;
+        }
+        let flags = self.flags_line();
+        out.extend_from_slice(format!("* FLAGS {flags}\r\n").as_bytes());
+        if !self.read_only {
+            out.extend_from_slice(
+                format!(
+                    "* OK [PERMANENTFLAGS {} \\*)] Flags permitted.\r\n",
+                    flags.trim_end_matches(')')
+                )
+                .as_bytes(),
+            );
+        }
     }
 
     /// Tells the client about expunges it has not heard of yet: `n EXPUNGE` lines, or
@@ -340,6 +367,46 @@ impl MailboxView {
         s.push(')');
         s
     }
+}
+
+/// The rows of `uids` (ascending) as a session showing them reads them, in UID order:
+/// each message's current row, or for one expunged since (by this session's deferred
+/// expunge or another session's) the row its tombstone keeps until the content is
+/// purged (`limits.expunged_retention_secs`). A message with neither is absent.
+pub async fn read_rows(
+    store: &dyn Store,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[u32],
+) -> Result<Vec<MessageMeta>, StoreError> {
+    let mut rows: Vec<MessageMeta> = store
+        .fetch(account, mailbox, &to_ranges(uids))
+        .try_collect()
+        .await?;
+    if rows.len() < uids.len() {
+        let gone: Vec<u32> = {
+            let mut live = rows.iter().map(|m| m.uid).peekable();
+            uids.iter()
+                .copied()
+                .filter(|&u| {
+                    while live.next_if(|&l| l < u).is_some() {}
+                    live.next_if_eq(&u).is_none()
+                })
+                .collect()
+        };
+        let kept = store
+            .fetch_expunged(account, mailbox, &to_ranges(&gone))
+            .await?;
+        if !kept.is_empty() {
+            rows.extend(
+                kept.into_iter()
+                    .filter(|m| gone.binary_search(&m.uid).is_ok()),
+            );
+            rows.sort_unstable_by_key(|m| m.uid);
+            rows.dedup_by_key(|m| m.uid);
+        }
+    }
+    Ok(rows)
 }
 
 /// A client's UID set as store ranges, `*` standing for `max` (RFC 3501: the largest

@@ -1,5 +1,9 @@
 //! APPEND with UIDPLUS (APPENDUID). The literal's size was bounded by the framing layer
 //! (APPENDLIMIT) before it was read; the message is acknowledged only after commit.
+//!
+//! A message sent with bare LF line ends is stored with CRLF, as IMAP serves messages
+//! (RFC 3501 and RFC 5322 lines end in CRLF) and as Dovecot stores them:
+//! RFC822.SIZE then counts what FETCH sends.
 
 use cpmstore_storage::{Error as StoreError, NewMessage};
 use imap_codec::imap_types::datetime::DateTime;
@@ -24,10 +28,10 @@ pub async fn append(
         .ok_or_else(|| CmdError::bad("Not logged in."))?;
     let name = mailbox_name(mailbox)?;
     let flags = to_flags(&flags)?;
-    let content = match message {
+    let content = crlf(match message {
         LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
         LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
-    };
+    });
     if content.is_empty() {
         return Err(CmdError::no("Can't save an empty message."));
     }
@@ -66,4 +70,52 @@ pub async fn append(
         format!("APPENDUID {} {}", appended.uidvalidity, appended.uid),
         "Append completed.",
     ))
+}
+
+/// The message with every bare LF made CRLF (a CR alone is left as it is). Content
+/// that has none comes back as it was, without a copy.
+pub fn crlf(content: Vec<u8>) -> Vec<u8> {
+    let bare = content
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || content[i - 1] != b'\r'))
+        .count();
+    if bare == 0 {
+        return content;
+    }
+    let mut out = Vec::with_capacity(content.len() + bare);
+    let mut prev = 0u8;
+    for &b in &content {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crlf;
+
+    #[test]
+    fn bare_line_feeds_become_crlf() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"", b""),
+            (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+            (b"a\nb\n", b"a\r\nb\r\n"),
+            (b"\nx", b"\r\nx"),
+            (b"mixed\r\nand\nbare\n\n", b"mixed\r\nand\r\nbare\r\n\r\n"),
+            (b"lone\rcr\r\n", b"lone\rcr\r\n"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(
+                crlf(given.to_vec()),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(given)
+            );
+        }
+    }
 }

@@ -22,7 +22,6 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use cpmstore_storage::{FlagOp, Flags, MessageMeta, SystemFlags};
-use futures::TryStreamExt;
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::core::AString;
@@ -32,7 +31,9 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{MailboxView, to_ranges, uid_set_ranges, uid_set_string};
+use crate::imap::mailbox_view::{
+    MailboxView, read_rows, to_ranges, uid_set_ranges, uid_set_string,
+};
 use crate::imap::mime::{self, Message};
 use crate::imap::response::{flag_list, string};
 use crate::imap::session::{Session, State};
@@ -87,7 +88,9 @@ pub async fn fetch(
         return fetch_from_view(s, sequence_set, uid, &request, changed_since).await;
     }
     let condstore = s.condstore;
-    let (mailbox, read_only, uids, skipped) = {
+    // Every message the client can see, those expunged meanwhile included: until the
+    // client is told, it reads them as they were (RFC 3501 5.5; as Dovecot does).
+    let (mailbox, read_only, uids) = {
         let view = s
             .view()
             .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
@@ -96,10 +99,7 @@ pub async fn fetch(
             view.resolve(sequence_set, uid).map_err(CmdError::bad)?,
             changed_since,
         );
-        // Expunged in the store but not yet told: not fetchable any more.
-        let (live, gone): (Vec<u32>, Vec<u32>) =
-            uids.into_iter().partition(|&u| !view.is_expunged(u));
-        (view.mailbox.id, view.read_only, live, !gone.is_empty())
+        (view.mailbox.id, view.read_only, uids)
     };
     let store = s.ctx.store.clone();
 
@@ -110,8 +110,10 @@ pub async fn fetch(
                 .iter()
                 .copied()
                 .filter(|&u| {
-                    view.flags_of(u)
-                        .is_some_and(|f| !f.system.contains(SystemFlags::SEEN))
+                    !view.is_expunged(u)
+                        && view
+                            .flags_of(u)
+                            .is_some_and(|f| !f.system.contains(SystemFlags::SEEN))
                 })
                 .collect(),
             None => Vec::new(),
@@ -140,15 +142,12 @@ pub async fn fetch(
         }
     }
 
-    let mut missing = skipped;
+    let mut missing = false;
     for chunk in uids.chunks(CHUNK) {
         // Formatting is CPU work on the reactor: let other sessions run between chunks.
         tokio::task::yield_now().await;
-        let metas: Vec<MessageMeta> = store
-            .fetch(account, mailbox, &to_ranges(chunk))
-            .try_collect()
-            .await?;
-        // Expunged by someone else since the view last caught up.
+        let metas = read_rows(store.as_ref(), account, mailbox, chunk).await?;
+        // Expunged by someone else and its content since deleted.
         missing |= metas.len() < chunk.len();
         for meta in metas {
             let known = s.view().and_then(|view| {
@@ -163,7 +162,16 @@ pub async fn fetch(
                 continue;
             };
             let raw = if request.needs_content {
-                Some(store.blob(account, &meta.blob).await?)
+                match store.blob(account, &meta.blob).await {
+                    Ok(raw) => Some(raw),
+                    // Expunged and deleted between the row and its content: one vanished
+                    // message never cuts the answer short.
+                    Err(cpmstore_storage::Error::NotFound(_)) => {
+                        missing = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             } else {
                 None
             };

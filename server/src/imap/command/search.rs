@@ -27,14 +27,13 @@ use chrono::{FixedOffset, NaiveDate};
 use cpmstore_storage::{
     AccountId, Error as StoreError, Flags, MailboxId, MessageMeta, Store, SystemFlags,
 };
-use futures::StreamExt;
 use imap_codec::imap_types::core::{AString, Charset, Vec1};
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Address, Header, HeaderValue, Message, MessageParser, PartType};
 
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{MailboxView, to_ranges};
+use crate::imap::mailbox_view::{MailboxView, read_rows};
 use crate::imap::session::Session;
 
 /// The charsets SEARCH accepts, as the BADCHARSET response code lists them.
@@ -104,7 +103,8 @@ fn check_charset(charset: Option<&Charset<'_>>) -> CmdResult<()> {
 
 /// Where the search reads message rows and contents: the store, or a fake in tests.
 trait Source {
-    /// The rows of `uids` (ascending), in UID order; expunged ones are absent.
+    /// The rows of `uids` (ascending), in UID order, as the session shows them: those
+    /// expunged meanwhile from what the store keeps of them; absent once purged.
     async fn rows(&self, uids: &[u32]) -> CmdResult<Vec<MessageMeta>>;
     async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError>;
 }
@@ -118,13 +118,7 @@ struct StoreSource<'a> {
 
 impl Source for StoreSource<'_> {
     async fn rows(&self, uids: &[u32]) -> CmdResult<Vec<MessageMeta>> {
-        let ranges = to_ranges(uids);
-        let mut rows = self.store.fetch(self.account, self.mailbox, &ranges);
-        let mut metas = Vec::with_capacity(uids.len());
-        while let Some(meta) = rows.next().await {
-            metas.push(meta?);
-        }
-        Ok(metas)
+        Ok(read_rows(self.store, self.account, self.mailbox, uids).await?)
     }
 
     async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
@@ -137,9 +131,10 @@ impl Source for StoreSource<'_> {
 /// Tier 1 decides what the view alone can (flags, numbers); messages pending expunge
 /// are still in the view, so sequence numbers stay what the client was told. Tier 2
 /// fetches the rows of the undecided ones, in batches; tier 3 loads the content of
-/// those the row could not decide either. A message expunged meanwhile is in the result
-/// only if the view alone decides that it matches: once its row or content is gone it
-/// matches nothing that needs them (not even `NOT BODY x`).
+/// those the row could not decide either. A message expunged meanwhile by another
+/// session is searched as it was (the store keeps it for a while: `read_rows`); once
+/// its row or content is gone it matches nothing that needs them (not even
+/// `NOT BODY x`).
 async fn run(
     source: &impl Source,
     view: &MailboxView,
@@ -690,18 +685,29 @@ fn decoded_value(msg: &Message<'_>, h: &Header<'_>) -> String {
 /// The top-level header as `Name: decoded value` lines.
 fn header_block(msg: &Message<'_>) -> String {
     let mut text = String::new();
-    for h in msg.headers() {
+    push_headers(msg, msg.headers(), &mut text);
+    text
+}
+
+/// `headers` (of `msg` or one of its parts) as `Name: decoded value` lines.
+fn push_headers(msg: &Message<'_>, headers: &[Header<'_>], text: &mut String) {
+    for h in headers {
         text.push_str(h.name.as_str());
         text.push_str(": ");
         text.push_str(&decoded_value(msg, h));
         text.push('\n');
     }
-    text
 }
 
-/// The decoded text parts of a message, attached messages' headers and text included.
+/// The body as BODY and TEXT search it: every MIME part's header (so an attachment's
+/// file name is found: RFC 3501 counts them as body text), the decoded text parts, and
+/// attached messages' headers and text.
 fn body_block(msg: &Message<'_>, text: &mut String) {
-    for part in &msg.parts {
+    for (i, part) in msg.parts.iter().enumerate() {
+        // Part 0 is the message itself: its header is the message header, not body.
+        if i > 0 {
+            push_headers(msg, &part.headers, text);
+        }
         match &part.body {
             PartType::Text(t) | PartType::Html(t) => {
                 text.push_str(t);

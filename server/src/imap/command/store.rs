@@ -44,15 +44,16 @@ pub async fn store(
         }
         _ => return Err(CmdError::bad("No mailbox selected.")),
     };
-    // Messages expunged by another session but not yet announced can't change.
-    let (live, gone): (Vec<u32>, Vec<u32>) = {
+    // Messages expunged by another session but not yet announced can't change: they
+    // are left alone, and the STORE is still OK (as in Dovecot).
+    let live: Vec<u32> = {
         let view = s
             .view()
             .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
-        uids.iter().partition(|u| !view.is_expunged(**u))
+        uids.into_iter().filter(|u| !view.is_expunged(*u)).collect()
     };
     if live.is_empty() {
-        return finish(gone.is_empty(), String::new());
+        return finish(String::new());
     }
     let op = match kind {
         StoreType::Replace => FlagOp::Replace,
@@ -86,16 +87,17 @@ pub async fn store(
         changed_modseq.insert(meta.uid, meta.modseq);
         view.set_flags(meta.uid, meta.flags, meta.modseq);
     }
-    // New keywords are announced by the catch-up that follows; announce them there.
-    if !flags.keywords.is_empty() {
-        s.dirty = true;
-    }
+    // Catch up before answering: new keywords are announced (FLAGS, PERMANENTFLAGS)
+    // before a FETCH shows them, and a message expunged meanwhile by another session
+    // (now pending) gets no FETCH.
+    s.dirty = true;
+    s.catch_up(false).await?;
     let view = s
         .view()
         .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
     let mut out = Vec::new();
     for u in &live {
-        if modified.binary_search(u).is_ok() {
+        if modified.binary_search(u).is_ok() || view.is_expunged(*u) {
             // Not changed: the client learns its flags by fetching them.
             continue;
         }
@@ -134,23 +136,17 @@ pub async fn store(
             .collect::<Vec<u32>>()
     };
     s.out.extend_from_slice(&out);
-    finish(gone.is_empty(), uid_set_string(&modified))
+    finish(uid_set_string(&modified))
 }
 
-/// The tagged answer: `OK [MODIFIED set]` when messages failed UNCHANGEDSINCE, NO
-/// `[EXPUNGEISSUED]` when some had been expunged, else OK.
-fn finish(all_there: bool, modified: String) -> CmdResult {
-    if !modified.is_empty() {
+/// The tagged answer: `OK [MODIFIED set]` when messages failed UNCHANGEDSINCE, else OK.
+fn finish(modified: String) -> CmdResult {
+    if modified.is_empty() {
+        Ok(Done::text("Store completed."))
+    } else {
         Ok(Done::with_code(
             format!("MODIFIED {modified}"),
             "Conditional STORE failed.",
-        ))
-    } else if all_there {
-        Ok(Done::text("Store completed."))
-    } else {
-        Err(CmdError::no_code(
-            "EXPUNGEISSUED",
-            "Some of the requested messages no longer exist.",
         ))
     }
 }
