@@ -12,8 +12,8 @@ use crate::auth::secret::Secret;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::net::{self, ServeError};
 use crate::push::ingress::PushService;
-use crate::serve::ServeError;
 
 /// Binds every push listener (logging `listening` with `listener` and `addr`, as the
 /// IMAP listeners do) and spawns its accept loop. Connections hold a clone of `alive`
@@ -48,7 +48,7 @@ pub async fn start(
         max_body: config.limits.http_max_body_bytes,
     });
     for addr in &config.http.listen {
-        let listener = crate::serve::listen(*addr, "http", &metrics).await?;
+        let listener = net::listen(*addr, "http", &metrics).await?;
         tasks.push(tokio::spawn(http::serve(
             listener,
             router.clone(),

@@ -27,3 +27,4 @@ pub mod net;
 pub mod push;
 pub mod serve;
 pub mod sip;
+pub mod validate;

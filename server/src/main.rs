@@ -17,6 +17,7 @@ use cpmstore_server::admin::{self, AddRequest, AdminError, PasswordSource, PskSo
 use cpmstore_server::auth::Secret;
 use cpmstore_server::config::{Config, ConfigError, LOG_ENV, LogFormat};
 use cpmstore_server::push::Format;
+use cpmstore_server::validate::{self, InvalidInput};
 
 /// Most bytes read from stdin for a secret (far above the password and PSK limits, so
 /// an over-long secret is reported as such rather than cut).
@@ -243,6 +244,12 @@ impl From<AdminError> for CliError {
     }
 }
 
+impl From<InvalidInput> for CliError {
+    fn from(err: InvalidInput) -> Self {
+        AdminError::from(err).into()
+    }
+}
+
 impl From<ConfigError> for CliError {
     fn from(err: ConfigError) -> Self {
         CliError::new(err.exit_code(), err.to_string())
@@ -332,7 +339,7 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
 async fn serve(config: Config) -> Result<(), CliError> {
     cpmstore_server::serve::run(config).await.map_err(|e| {
         let message = match &e {
-            cpmstore_server::serve::ServeError::Storage(_) => format!("{e}; check storage.url"),
+            cpmstore_server::net::ServeError::Storage(_) => format!("{e}; check storage.url"),
             _ => e.to_string(),
         };
         CliError::new(1, message)
@@ -431,20 +438,20 @@ async fn whitelist(command: WhitelistCommand, config: &Config) -> Result<(), Cli
             format,
             context,
         } => {
-            admin::validate_username(user)?;
-            wl::context_name(context.as_deref())?;
+            validate::validate_username(user)?;
+            validate::context_name(context.as_deref())?;
             let bytes = read_document(file)?;
             wl::parse_document(config, &bytes, (*format).into())?;
             Some(bytes)
         }
         WhitelistCommand::Show { user } => {
-            admin::validate_username(user)?;
+            validate::validate_username(user)?;
             None
         }
         WhitelistCommand::Clear { user, context } => {
-            admin::validate_username(user)?;
+            validate::validate_username(user)?;
             if let Some(context) = context {
-                wl::context_name(Some(context))?;
+                validate::context_name(Some(context))?;
             }
             None
         }
@@ -453,8 +460,8 @@ async fn whitelist(command: WhitelistCommand, config: &Config) -> Result<(), Cli
             origin,
             context,
         } => {
-            admin::validate_username(user)?;
-            wl::context_name(context.as_deref())?;
+            validate::validate_username(user)?;
+            validate::context_name(context.as_deref())?;
             if let Some(query) = origin.query() {
                 query.to_origin()?;
             }
@@ -546,11 +553,11 @@ fn precheck(
         SubscriberCommand::List => None,
     };
     if let Some(user) = user {
-        admin::validate_username(user)?;
+        validate::validate_username(user)?;
     }
     if let SubscriberCommand::Add { addresses, .. } = command {
         for address in addresses {
-            admin::normalize_address(address)?;
+            validate::normalize_address(address)?;
         }
     }
     if let SubscriberCommand::SetPsk { identity, .. } = command {

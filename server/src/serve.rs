@@ -3,7 +3,7 @@
 //! in-flight commands finish, close storage) within `limits.shutdown_grace_secs`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,25 +21,7 @@ use crate::imap::{self, ImapCtx, SessionLimits};
 use crate::metrics::Metrics;
 use crate::net::psk::PskAcceptor;
 use crate::net::tls::{CertSource, server_config};
-use crate::net::{Conn, ConnInfo, ListenerKind};
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("storage: {0}")]
-    Storage(#[from] cpmstore_storage::Error),
-    #[error("TLS: {0}")]
-    Tls(#[from] crate::net::tls::TlsError),
-    #[error("PSK-TLS: {0}")]
-    Psk(String),
-    #[error("cannot listen on {addr}: {source}; is another server using the port?")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Other(String),
-}
+use crate::net::{Conn, ConnInfo, ListenerKind, ServeError, listen};
 
 /// Counts connections overall and per client IP, and among them those not yet logged
 /// in (overall and per IP): a flood of connections that never log in can take at most
@@ -387,22 +369,6 @@ pub async fn run_until(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Binds a TCP listener, logs `listening` with its name and actual address (tests and
-/// operators read the port of a `:0` address there), and exports its connection
-/// metrics at 0.
-pub(crate) async fn listen(
-    addr: SocketAddr,
-    name: &str,
-    metrics: &Metrics,
-) -> Result<TcpListener, ServeError> {
-    let bind_error = |source| ServeError::Bind { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
-    let local = listener.local_addr().map_err(bind_error)?;
-    tracing::info!(listener = name, addr = %local, "listening");
-    metrics.prime_listener(name);
-    Ok(listener)
 }
 
 /// What a listener does with a new connection before IMAP starts.

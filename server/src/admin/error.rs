@@ -5,6 +5,7 @@ use cpmstore_storage::Error as StorageError;
 
 use crate::auth::credentials::{CredentialError, PolicyError};
 use crate::auth::psk::PskError;
+use crate::validate::InvalidInput;
 
 /// What went wrong in a provisioning operation. The message says what and how to mend
 /// it; it never contains a secret.
@@ -74,6 +75,12 @@ impl From<StorageError> for AdminError {
             )),
             StorageError::Database(why) => AdminError::Internal(format!("storage error: {why}")),
         }
+    }
+}
+
+impl From<InvalidInput> for AdminError {
+    fn from(err: InvalidInput) -> Self {
+        AdminError::Invalid(err.0)
     }
 }
 

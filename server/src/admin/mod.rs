@@ -17,13 +17,12 @@ use crate::auth::credentials::{self, CredentialRecord, HashParams};
 use crate::auth::psk::{self, Kek};
 use crate::auth::secret::{self, Secret};
 use crate::config::Config;
+use crate::validate::{normalize_address, validate_username};
 
 pub mod error;
-pub mod validate;
 pub mod whitelist;
 
 pub use error::AdminError;
-pub use validate::{normalize_address, validate_username};
 
 /// Where a new password comes from.
 #[derive(Debug)]

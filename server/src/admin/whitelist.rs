@@ -15,13 +15,11 @@ use serde::Serialize;
 use super::{AdminError, account};
 use crate::config::Config;
 use crate::push::{self, Format, Origin, Provisioning, Reason, sip_uri};
+use crate::validate::context_name;
 
 /// Largest provisioning document accepted, in bytes. The spec's documents are a few
 /// kilobytes; 1,000 entries in verbose XML stay well under this.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
-
-/// Longest provisioning context (PROVURL), in bytes.
-pub const MAX_CONTEXT_BYTES: usize = 1024;
 
 /// The result of `whitelist load`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -164,22 +162,6 @@ impl OriginQuery {
             }
         }
     }
-}
-
-/// The context name: `None` or blank is the default context (`""`).
-pub fn context_name(context: Option<&str>) -> Result<String, AdminError> {
-    let context = context.map(str::trim).unwrap_or("");
-    if context.len() > MAX_CONTEXT_BYTES {
-        return Err(AdminError::Invalid(format!(
-            "the context (PROVURL) is longer than {MAX_CONTEXT_BYTES} bytes"
-        )));
-    }
-    if context.chars().any(char::is_control) {
-        return Err(AdminError::Invalid(
-            "the context (PROVURL) contains a control character".into(),
-        ));
-    }
-    Ok(context.to_owned())
 }
 
 /// Decodes a provisioning document and extracts its whitelist, without storage: every
@@ -392,18 +374,6 @@ mod tests {
                 .is_ok()
         );
         assert!(OriginQuery::SipPai("not a uri".into()).to_origin().is_err());
-    }
-
-    #[test]
-    fn contexts() {
-        assert_eq!(context_name(None).unwrap(), "");
-        assert_eq!(context_name(Some("  ")).unwrap(), "");
-        assert_eq!(
-            context_name(Some(" http://prov.example/a ")).unwrap(),
-            "http://prov.example/a"
-        );
-        assert!(context_name(Some("a\nb")).is_err());
-        assert!(context_name(Some(&"x".repeat(MAX_CONTEXT_BYTES + 1))).is_err());
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! TCP stream (which STARTTLS upgrades in place), rustls TLS, OpenSSL PSK-TLS, or (for
 //! tests and fuzzing only) an in-memory pipe.
 
+mod listen;
 pub mod psk;
 pub mod tls;
+
+pub use listen::{ServeError, listen};
 
 use std::io;
 use std::net::SocketAddr;

@@ -16,9 +16,9 @@ use cpmstore_storage::{Account, AccountId, AccountStatus, Error as StorageError,
 use super::decide::{Origin, Provisioning, Reason, decide};
 use super::deliver::{self, DeliverError, Delivered, Push};
 use super::whitelist::{KIND_FQDN, resolve_fqdns};
-use crate::admin;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::validate;
 
 /// How long one FQDN entry may take to resolve (at load, and per push with
 /// `push.resolve_on_push`).
@@ -262,7 +262,7 @@ impl PushService {
                 "push refused"
             );
         };
-        let context = match admin::whitelist::context_name(request.context) {
+        let context = match validate::context_name(request.context) {
             Ok(context) => context,
             Err(e) => {
                 let why = format!("X-Wap-Push-ProvURL: {e}");
@@ -387,14 +387,15 @@ impl PushService {
     async fn subscriber(&self, address: &str) -> Result<(Account, String), PushResult> {
         let store = self.store.as_ref();
         let lookup = if address.contains(':') {
-            let normalized = admin::normalize_address(address)
+            let normalized = validate::normalize_address(address)
                 .map_err(|e| PushResult::Malformed(e.to_string()))?;
             store
                 .account_by_address(&normalized)
                 .await
                 .map(|a| (a, Some(normalized)))
         } else {
-            admin::validate_username(address).map_err(|e| PushResult::Malformed(e.to_string()))?;
+            validate::validate_username(address)
+                .map_err(|e| PushResult::Malformed(e.to_string()))?;
             store.account_by_name(address).await.map(|a| (a, None))
         };
         let (account, to) = match lookup {

@@ -338,12 +338,12 @@ pub async fn spawn(
     max_connections: usize,
     alive: Arc<()>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::serve::ServeError> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::net::ServeError> {
     let ingress = Arc::new(SipIngress::new(push));
     let mut tasks = Vec::new();
     for addr in addrs {
         let (udp, tcp) = bind_pair(*addr).await?;
-        let bind_error = |source| crate::serve::ServeError::Bind {
+        let bind_error = |source| crate::net::ServeError::Bind {
             addr: *addr,
             source,
         };
@@ -370,8 +370,8 @@ pub async fn spawn(
 
 /// A UDP socket and a TCP listener on the same address and port. For port 0, the
 /// port UDP got is tried for TCP, a few times over if another program holds it.
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), crate::serve::ServeError> {
-    let bind_error = |source| crate::serve::ServeError::Bind { addr, source };
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), crate::net::ServeError> {
+    let bind_error = |source| crate::net::ServeError::Bind { addr, source };
     let attempts = if addr.port() == 0 { 10 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {

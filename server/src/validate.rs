@@ -1,9 +1,22 @@
-//! Validation of what a subscription system sends: usernames and addresses.
+//! Validation of what a subscription system or a push names: usernames, subscriber
+//! addresses and whitelist contexts (PROVURL).
+//!
+//! Shared by provisioning (`admin`, for the CLI and the admin API) and push ingress
+//! (`push::ingress`, for HTTP and SIP), so neither imports the other for it. Each
+//! failure is an [`InvalidInput`] whose message says what is wrong and how to mend it;
+//! `admin` turns it into `AdminError::Invalid` (exit 5, HTTP 400).
 
-use crate::admin::AdminError;
+/// Input that is not a valid username, address or context. The message is one line
+/// and says how to mend it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
 
 /// Longest username, in bytes.
 pub const MAX_USERNAME_BYTES: usize = 255;
+
+/// Longest provisioning context (PROVURL), in bytes.
+pub const MAX_CONTEXT_BYTES: usize = 1024;
 
 /// Longest E.164 number, in digits (ITU-T E.164 section 6).
 const MAX_E164_DIGITS: usize = 15;
@@ -17,7 +30,7 @@ const VISUAL_SEPARATORS: &[char] = &['-', '.', '(', ')', ' '];
 
 /// Checks a username: 1..=255 bytes, no control characters, no whitespace, no `/`, not
 /// starting with `.`.
-pub fn validate_username(username: &str) -> Result<(), AdminError> {
+pub fn validate_username(username: &str) -> Result<(), InvalidInput> {
     let problem = if username.is_empty() {
         Some("it is empty")
     } else if username.len() > MAX_USERNAME_BYTES {
@@ -35,12 +48,28 @@ pub fn validate_username(username: &str) -> Result<(), AdminError> {
     };
     match problem {
         None => Ok(()),
-        Some(problem) => Err(AdminError::Invalid(format!(
+        Some(problem) => Err(InvalidInput(format!(
             "invalid username {}: {problem}; a username is 1 to 255 bytes without whitespace, \
              control characters or '/', and does not start with '.'",
             shorten(username)
         ))),
     }
+}
+
+/// The context name: `None` or blank is the default context (`""`).
+pub fn context_name(context: Option<&str>) -> Result<String, InvalidInput> {
+    let context = context.map(str::trim).unwrap_or("");
+    if context.len() > MAX_CONTEXT_BYTES {
+        return Err(InvalidInput(format!(
+            "the context (PROVURL) is longer than {MAX_CONTEXT_BYTES} bytes"
+        )));
+    }
+    if context.chars().any(char::is_control) {
+        return Err(InvalidInput(
+            "the context (PROVURL) contains a control character".into(),
+        ));
+    }
+    Ok(context.to_owned())
 }
 
 /// The name quoted and escaped for a one-line message, cut to a readable length.
@@ -62,7 +91,7 @@ fn shorten(text: &str) -> String {
 ///   `SIP:alice@IMS.Example.NET` -> `sip:alice@ims.example.net`.
 ///
 /// Anything else is invalid input.
-pub fn normalize_address(input: &str) -> Result<String, AdminError> {
+pub fn normalize_address(input: &str) -> Result<String, InvalidInput> {
     let address = input.trim();
     let Some((scheme, rest)) = address.split_once(':') else {
         return Err(invalid_address(
@@ -80,11 +109,11 @@ pub fn normalize_address(input: &str) -> Result<String, AdminError> {
     }
 }
 
-fn invalid_address(input: &str, why: &str) -> AdminError {
-    AdminError::Invalid(format!("invalid address {}: {why}", shorten(input)))
+fn invalid_address(input: &str, why: &str) -> InvalidInput {
+    InvalidInput(format!("invalid address {}: {why}", shorten(input)))
 }
 
-fn normalize_tel(input: &str, number: &str) -> Result<String, AdminError> {
+fn normalize_tel(input: &str, number: &str) -> Result<String, InvalidInput> {
     let compact: String = number
         .chars()
         .filter(|c| !VISUAL_SEPARATORS.contains(c))
@@ -109,7 +138,7 @@ fn normalize_tel(input: &str, number: &str) -> Result<String, AdminError> {
     Ok(format!("tel:{}{digits}", if global { "+" } else { "" }))
 }
 
-fn normalize_sip(input: &str, scheme: &str, rest: &str) -> Result<String, AdminError> {
+fn normalize_sip(input: &str, scheme: &str, rest: &str) -> Result<String, InvalidInput> {
     let sip_error = |why: &str| invalid_address(input, why);
     let Some((user, hostport)) = rest.rsplit_once('@') else {
         return Err(sip_error("a SIP address needs a user part: sip:user@host"));
@@ -209,10 +238,21 @@ mod tests {
             let result = validate_username(name);
             assert_eq!(result.is_ok(), *ok, "{name:?}: {result:?}");
             if let Err(e) = result {
-                assert_eq!(e.exit_code(), 5);
                 assert!(!e.to_string().contains('\n'));
             }
         }
+    }
+
+    #[test]
+    fn contexts() {
+        assert_eq!(context_name(None).unwrap(), "");
+        assert_eq!(context_name(Some("  ")).unwrap(), "");
+        assert_eq!(
+            context_name(Some(" http://prov.example/a ")).unwrap(),
+            "http://prov.example/a"
+        );
+        assert!(context_name(Some("a\nb")).is_err());
+        assert!(context_name(Some(&"x".repeat(MAX_CONTEXT_BYTES + 1))).is_err());
     }
 
     #[test]
@@ -268,7 +308,7 @@ mod tests {
                 Some(want) => assert_eq!(got.as_deref().ok(), Some(*want), "{input:?}: {got:?}"),
                 None => {
                     let err = got.expect_err(input);
-                    assert_eq!(err.exit_code(), 5, "{input:?}");
+                    assert!(err.to_string().starts_with("invalid address"), "{input:?}");
                 }
             }
         }
