@@ -367,52 +367,26 @@ pub enum LogFormat {
 
 /// An IP network (`10.0.0.0/8`, `::1`). A bare address is a /32 or /128. IPv4-mapped
 /// IPv6 addresses are treated as the IPv4 address they map.
+///
+/// The network itself is the `ipnet` crate's; this type keeps the config syntax (bare
+/// addresses, mapped IPv4), its error message, and matching of mapped peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// The network address as written (host bits are ignored when matching).
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// Prefix length in bits.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
-    /// Whether `ip` lies in this network.
+    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 `ip` as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = prefix_mask_32(self.prefix);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = prefix_mask_128(self.prefix);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-fn prefix_mask_32(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    }
-}
-
-fn prefix_mask_128(prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix))
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -421,41 +395,34 @@ impl FromStr for IpNet {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("`{s}` is not an IP address or CIDR network (e.g. 10.0.0.0/8, ::1)");
-        let (addr, prefix) = match s.split_once('/') {
+        let net = match s.split_once('/') {
             Some((addr, prefix)) => {
                 let addr = IpAddr::from_str(addr).map_err(|_| bad())?;
                 let prefix = u8::from_str(prefix).map_err(|_| bad())?;
-                (addr, Some(prefix))
+                ipnet::IpNet::new(addr, prefix).map_err(|_| bad())?
             }
-            None => (IpAddr::from_str(s).map_err(|_| bad())?, None),
+            None => ipnet::IpNet::from(IpAddr::from_str(s).map_err(|_| bad())?),
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
         // An IPv4-mapped IPv6 network with a prefix covering the mapping is the IPv4
         // network; so `::ffff:10.0.0.0/104` matches 10.1.2.3 however the peer shows up.
-        if let IpAddr::V6(v6) = addr
-            && let Some(v4) = v6.to_ipv4_mapped()
-            && prefix >= 96
+        if let ipnet::IpNet::V6(v6) = net
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+            && let Some(prefix) = v6.prefix_len().checked_sub(96)
         {
-            return Ok(IpNet {
-                addr: IpAddr::V4(v4),
-                prefix: prefix - 96,
-            });
+            return ipnet::Ipv4Net::new(v4, prefix)
+                .map(|v4| IpNet(v4.into()))
+                .map_err(|_| bad());
         }
-        Ok(IpNet { addr, prefix })
+        Ok(IpNet(net))
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let full = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.prefix == full {
-            write!(f, "{}", self.addr)
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
         } else {
-            write!(f, "{}/{}", self.addr, self.prefix)
+            write!(f, "{}", self.0)
         }
     }
 }
@@ -693,10 +660,7 @@ impl Config {
             },
             sip: SipConfig {
                 listen: localhost(5060),
-                trusted_peers: vec![IpNet {
-                    addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    prefix: 32,
-                }],
+                trusted_peers: vec![IpNet(IpAddr::V4(Ipv4Addr::LOCALHOST).into())],
             },
             push: PushConfig::default(),
             auth: AuthConfig::default(),
@@ -1520,8 +1484,29 @@ level = "debug"
         assert!(!v6.contains("10.0.0.1".parse().unwrap()));
         let all: IpNet = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("203.0.113.9".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "x", "1.2.3.4/", "::/129"] {
-            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        for bad in [
+            "10.0.0.0/33",
+            "x",
+            "1.2.3.4/",
+            "::/129",
+            "::ffff:1.2.3.4/129",
+        ] {
+            let err = bad.parse::<IpNet>().unwrap_err();
+            assert_eq!(
+                err,
+                format!("`{bad}` is not an IP address or CIDR network (e.g. 10.0.0.0/8, ::1)")
+            );
         }
+        let mapped: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.contains("10.1.2.3".parse().unwrap()));
+        let written: IpNet = "10.1.2.3/8".parse().unwrap();
+        assert_eq!(written.to_string(), "10.1.2.3/8");
+        assert_eq!(
+            (written.addr(), written.prefix()),
+            ("10.1.2.3".parse().unwrap(), 8)
+        );
+        assert!(written.contains("10.200.0.1".parse().unwrap()));
+        assert_eq!("::1".parse::<IpNet>().unwrap().to_string(), "::1");
     }
 }

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use cpmstore_storage::Store;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::secret::Secret;
 use crate::config::Config;
@@ -16,14 +17,14 @@ use crate::net::{self, ServeError};
 use crate::push::ingress::PushService;
 
 /// Binds every push listener (logging `listening` with `listener` and `addr`, as the
-/// IMAP listeners do) and spawns its accept loop. Connections hold a clone of `alive`
-/// while they run; every loop stops when `shutdown` turns true.
+/// IMAP listeners do) and spawns its accept loop. Connections run on `tracker`; every
+/// loop stops when `shutdown` is cancelled.
 pub async fn start(
     config: &Config,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    alive: Arc<()>,
-    shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, ServeError> {
     let shared_config = Arc::new(config.clone());
     let service = Arc::new(PushService::new(
@@ -54,7 +55,7 @@ pub async fn start(
             router.clone(),
             metrics.clone(),
             config.limits.max_connections,
-            alive.clone(),
+            tracker.clone(),
             shutdown.clone(),
         )));
     }
@@ -63,7 +64,7 @@ pub async fn start(
             service,
             &config.sip.listen,
             config.limits.max_connections,
-            alive,
+            tracker,
             shutdown,
         )
         .await?,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use cpmstore_storage::{OpenOptions, Store};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::Verifier;
 use crate::auth::login::Authenticator;
@@ -156,29 +158,24 @@ impl ConnLimits {
 
 /// Runs the server until a signal arrives.
 pub async fn run(config: Config) -> Result<(), ServeError> {
-    let (tx, rx) = watch::channel(false);
     let signal = async {
         shutdown_signal().await;
         tracing::info!("shutdown requested");
     };
-    run_until(config, rx, tx, signal).await
+    run_until(config, signal).await
 }
 
 /// Deletes the content of messages expunged longer than `retention` ago, once a minute:
 /// until then, sessions that still show them can read them (`Store::fetch_expunged`).
 /// With several nodes on one PostgreSQL, each node purges; the work is idempotent.
-async fn purge_expunged(
-    store: Arc<dyn Store>,
-    retention: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn purge_expunged(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
     let every = Duration::from_secs(60).min(retention.max(Duration::from_secs(1)));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.cancelled() => return,
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -218,12 +215,21 @@ async fn shutdown_signal() {
 }
 
 /// Runs until `signal` completes (tests pass their own).
+///
+/// Shutdown: one [`CancellationToken`] stops every accept loop and background task and
+/// tells every connection; every connection runs on one [`TaskTracker`], which the
+/// server waits on for at most `limits.shutdown_grace_secs`.
 pub async fn run_until(
     config: Config,
-    shutdown_rx: watch::Receiver<bool>,
-    shutdown_tx: watch::Sender<bool>,
     signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
+    // IMAP sessions still hear of the shutdown on a watch channel (`ImapCtx::shutdown`),
+    // set together with the token.
+    let (imap_stop_tx, imap_stop_rx) = watch::channel(false);
+    // Background tasks stop however this returns, an early error included.
+    let _stop_on_return = shutdown.clone().drop_guard();
     // One server per SQLite database, held until this returns (see data_lock.rs).
     let _data_lock =
         crate::data_lock::acquire_for(&config).map_err(|e| ServeError::Other(e.to_string()))?;
@@ -261,7 +267,7 @@ pub async fn run_until(
         tokio::spawn(cache.clone().run_refresher(
             store.clone(),
             Duration::from_secs(config.psk.refresh_secs),
-            shutdown_rx.clone(),
+            shutdown.clone(),
         ));
         let acceptor = PskAcceptor::new(cache.clone(), config.psk.allow_plain_psk)
             .map_err(|e| ServeError::Psk(format!("cannot set up OpenSSL: {e}")))?;
@@ -271,7 +277,7 @@ pub async fn run_until(
     tokio::spawn(purge_expunged(
         store.clone(),
         Duration::from_secs(config.limits.expunged_retention_secs),
-        shutdown_rx.clone(),
+        shutdown.clone(),
     ));
 
     let metrics = Metrics::new().map_err(|e| ServeError::Other(e.to_string()))?;
@@ -293,13 +299,11 @@ pub async fn run_until(
         limits: SessionLimits::from(&config.limits),
         max_failures_per_connection: config.auth.max_failures_per_connection,
         account_slots: crate::imap::AccountSlots::new(config.limits.max_connections_per_account),
-        shutdown: shutdown_rx.clone(),
+        shutdown: imap_stop_rx,
         metrics: metrics.clone(),
     });
     let limits = ConnLimits::new(&config.limits);
 
-    // Held by every session; the server waits for the count to drop at shutdown.
-    let alive = Arc::new(());
     let mut accept_loops = Vec::new();
     for (kind, addrs) in [
         (ListenerKind::Imap, &config.imap.listen),
@@ -322,8 +326,8 @@ pub async fn run_until(
                 tls,
                 ctx.clone(),
                 limits.clone(),
-                alive.clone(),
-                shutdown_rx.clone(),
+                connections.clone(),
+                shutdown.clone(),
             )));
         }
     }
@@ -332,24 +336,24 @@ pub async fn run_until(
             &config,
             store.clone(),
             metrics.clone(),
-            alive.clone(),
-            shutdown_rx.clone(),
+            connections.clone(),
+            shutdown.clone(),
         )
         .await?,
     );
     tracing::info!("cpmstore ready");
 
     signal.await;
-    let _ = shutdown_tx.send(true);
+    shutdown.cancel();
+    let _ = imap_stop_tx.send(true);
     for handle in accept_loops {
         handle.abort();
     }
+    connections.close();
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
     let deadline = tokio::time::Instant::now() + grace;
-    while Arc::strong_count(&alive) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left = Arc::strong_count(&alive) - 1;
+    let _ = tokio::time::timeout_at(deadline, connections.wait()).await;
+    let left = connections.len();
     if left > 0 {
         tracing::warn!(
             sessions = left,
@@ -407,11 +411,11 @@ async fn accept_loop(
     tls: Handshake,
     ctx: Arc<ImapCtx>,
     limits: Arc<ConnLimits>,
-    alive: Arc<()>,
-    mut shutdown: watch::Receiver<bool>,
+    connections: TaskTracker,
+    shutdown: CancellationToken,
 ) {
     loop {
-        let Some((tcp, peer)) = crate::net::accept(&listener, kind.as_str(), &mut shutdown).await
+        let Some((tcp, peer)) = crate::net::accept(&listener, kind.as_str(), &shutdown).await
         else {
             return;
         };
@@ -435,20 +439,18 @@ async fn accept_loop(
         };
         let ctx = ctx.clone();
         let tls = tls.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
             let _slot = slot;
-            let _alive = alive;
             let _open = ctx.metrics.connection_opened(kind.as_str());
             tracing::info!(%peer, listener = kind.as_str(), "connection opened");
             // The handshake counts against the login deadline, which runs from here.
             let login_deadline = accepted + Duration::from_secs(ctx.limits.login_timeout_secs);
-            let mut shutdown = ctx.shutdown.clone();
             // A handshake still waiting for the client when the server stops is dropped:
             // there is no session yet to say BYE to.
             let handshake = tokio::select! {
                 r = tokio::time::timeout_at(login_deadline, tls.run(tcp)) => r,
-                _ = shutdown.wait_for(|stop| *stop) => {
+                _ = shutdown.cancelled() => {
                     tracing::info!(%peer, listener = kind.as_str(), "handshake abandoned: shutting down");
                     return;
                 }

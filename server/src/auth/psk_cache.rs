@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cpmstore_storage::{AccountId, ChangeKind, Store};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::psk::Kek;
 use super::secret::SecretBytes;
@@ -123,13 +123,13 @@ impl PskCache {
         Ok(count)
     }
 
-    /// Keeps the table current until `shutdown` turns true: reloads on account-level
+    /// Keeps the table current until `shutdown` is cancelled: reloads on account-level
     /// changes from the bus (and when the bus lagged), and every `every`.
     pub async fn run_refresher(
         self: Arc<Self>,
         store: Arc<dyn Store>,
         every: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) {
         let mut changes = Some(store.changes().subscribe());
         let mut tick = tokio::time::interval(every);
@@ -144,7 +144,7 @@ impl PskCache {
                 }
             };
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 received = next_change => match received {
                     Ok(change) if change.kind != ChangeKind::Account => continue,

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts as _, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts as _, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
@@ -545,7 +545,7 @@ async fn respond(
             Done::ok(&info)
         }
         Operation::WhitelistLoad => {
-            let query = Query::parse(&parts.uri, &["context"])?;
+            let query = Params::parse(&parts.uri, &["context"])?;
             let format = document_format(headers)?;
             let document = read(headers, body, whitelist::MAX_DOCUMENT_BYTES).await?;
             let loaded = whitelist::load(
@@ -561,11 +561,11 @@ async fn respond(
         }
         Operation::WhitelistShow => Done::ok(&whitelist::show(store, &user).await?),
         Operation::WhitelistClear => {
-            let query = Query::parse(&parts.uri, &["context"])?;
+            let query = Params::parse(&parts.uri, &["context"])?;
             Done::ok(&whitelist::clear(store, &user, query.get("context")).await?)
         }
         Operation::WhitelistCheck => {
-            let query = Query::parse(&parts.uri, &["ppg", "smsc", "sip_pai", "context"])?;
+            let query = Params::parse(&parts.uri, &["ppg", "smsc", "sip_pai", "context"])?;
             let origin = match (query.get("ppg"), query.get("smsc"), query.get("sip_pai")) {
                 (Some(ip), None, None) => OriginQuery::Ppg(ip.to_owned()),
                 (None, Some(smsc), None) => OriginQuery::Smsc(smsc.to_owned()),
@@ -758,27 +758,25 @@ fn document_format(headers: &HeaderMap) -> Result<Format, Failure> {
     ))
 }
 
-/// The parameters of a query string, percent-decoded (`+` is a space).
+/// The parameters of a query string, percent-decoded (`+` is a space) by axum's
+/// [`Query`] extractor, checked against the names an operation accepts.
 #[derive(Debug, Default)]
-struct Query(Vec<(String, String)>);
+struct Params(Vec<(String, String)>);
 
-impl Query {
+impl Params {
     /// Parses the query of `uri`, accepting only the names in `allowed`, each once.
-    fn parse(uri: &Uri, allowed: &[&str]) -> Result<Query, Failure> {
-        let mut params: Vec<(String, String)> = Vec::new();
-        for pair in uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let (Some(name), Some(value)) = (decode_component(name), decode_component(value))
-            else {
-                return Err(Failure::bad_request(
-                    "the query string is not valid percent-encoded UTF-8",
-                ));
-            };
+    fn parse(uri: &Uri, allowed: &[&str]) -> Result<Params, Failure> {
+        let malformed =
+            || Failure::bad_request("the query string is not valid percent-encoded UTF-8");
+        // `Query` decodes leniently (a broken escape stays as written, bytes that are not
+        // UTF-8 become U+FFFD); the API refuses both, as it always has.
+        if !strictly_encoded(uri.query().unwrap_or("")) {
+            return Err(malformed());
+        }
+        let Query(pairs) =
+            Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|_| malformed())?;
+        let mut params: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
             if !allowed.contains(&name.as_str()) {
                 return Err(Failure::bad_request(format!(
                     "unknown query parameter {:?}; accepted here: {}",
@@ -793,7 +791,7 @@ impl Query {
             }
             params.push((name, value));
         }
-        Ok(Query(params))
+        Ok(Params(params))
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -804,23 +802,20 @@ impl Query {
     }
 }
 
-/// A query component percent-decoded, `+` as a space; `None` for a broken escape or
-/// bytes that are not UTF-8.
-fn decode_component(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
+/// Whether every `%` of `query` starts an escape of two hex digits and the decoded
+/// bytes are UTF-8 (`&`, `=` and `+` being ASCII, the whole decodes as UTF-8 exactly
+/// when every name and value does).
+fn strictly_encoded(query: &str) -> bool {
+    let bytes = query.as_bytes();
     let hex = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_hexdigit);
     let broken = bytes
         .iter()
         .enumerate()
         .any(|(i, b)| *b == b'%' && !(hex(i + 1) && hex(i + 2)));
-    if broken {
-        return None;
-    }
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .ok()
-        .map(|decoded| decoded.into_owned())
+    !broken
+        && percent_encoding::percent_decode_str(query)
+            .decode_utf8()
+            .is_ok()
 }
 
 /// Everything but RFC 3986 unreserved characters is escaped in a path segment.
@@ -915,28 +910,35 @@ mod tests {
         let uri: Uri = "/x?context=http%3A%2F%2Fprov.example%2Fa%2Bb+c"
             .parse()
             .unwrap();
-        let query = Query::parse(&uri, &["context"]).unwrap();
+        let query = Params::parse(&uri, &["context"]).unwrap();
         assert_eq!(query.get("context"), Some("http://prov.example/a+b c"));
         let uri: Uri = "/x?context=".parse().unwrap();
         assert_eq!(
-            Query::parse(&uri, &["context"]).unwrap().get("context"),
+            Params::parse(&uri, &["context"]).unwrap().get("context"),
             Some("")
         );
         let uri: Uri = "/x".parse().unwrap();
         assert_eq!(
-            Query::parse(&uri, &["context"]).unwrap().get("context"),
+            Params::parse(&uri, &["context"]).unwrap().get("context"),
             None
+        );
+        let uri: Uri = "/x?context=%E2%82%AC%26=&&".parse().unwrap();
+        assert_eq!(
+            Params::parse(&uri, &["context"]).unwrap().get("context"),
+            Some("\u{20ac}&=")
         );
         for bad in [
             "/x?context=%FF",
             "/x?context=%G1",
             "/x?context=%+1",
             "/x?context=%4",
+            "/x?context=%E2%82",
+            "/x?context=%E2%82&context=%AC",
             "/x?contxt=a",
             "/x?context=a&context=b",
         ] {
             let uri: Uri = bad.parse().unwrap();
-            let err = Query::parse(&uri, &["context"]).unwrap_err();
+            let err = Params::parse(&uri, &["context"]).unwrap_err();
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
         }
     }

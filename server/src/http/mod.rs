@@ -26,7 +26,9 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::auth::secret::Secret;
@@ -79,19 +81,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `listener` until `shutdown` turns true. Each connection holds a clone of
-/// `alive` while it runs, so the server can wait for them to finish.
+/// Serves `listener` until `shutdown` is cancelled. Each connection runs on `tracker`,
+/// so the server can wait for them to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     metrics: Arc<Metrics>,
     max_connections: usize,
-    alive: Arc<()>,
-    mut shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
-        let Some((tcp, peer)) = crate::net::accept(&listener, "http", &mut shutdown).await else {
+        let Some((tcp, peer)) = crate::net::accept(&listener, "http", &shutdown).await else {
             return;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -99,12 +101,10 @@ pub async fn serve(
             continue;
         };
         let router = router.clone();
-        let alive = alive.clone();
         let open = metrics.connection_opened("http");
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
             let _slot = slot;
-            let _alive = alive;
             let _open = open;
             let service = hyper::service::service_fn(move |mut request| {
                 request.extensions_mut().insert(ConnectInfo(peer));
@@ -117,7 +117,7 @@ pub async fn serve(
             tokio::pin!(connection);
             let finished = tokio::select! {
                 r = connection.as_mut() => Some(r),
-                _ = shutdown.wait_for(|stop| *stop) => None,
+                _ = shutdown.cancelled() => None,
             };
             let result = match finished {
                 Some(r) => r,

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Which listener a connection came in on (for metrics, logs and capabilities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,17 +264,17 @@ pub struct ConnInfo {
 
 /// Accepts the next connection on `listener` (TCP_NODELAY set), retrying with a growing
 /// pause when accepting fails (out of file descriptors and the like); `None` once
-/// `shutdown` changes. Every listener's accept loop goes through here.
+/// `shutdown` is cancelled. Every listener's accept loop goes through here.
 pub async fn accept(
     listener: &TcpListener,
     name: &'static str,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr)> {
     let mut backoff = std::time::Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.changed() => return None,
+            _ = shutdown.cancelled() => return None,
         };
         match accepted {
             Ok((tcp, peer)) => {

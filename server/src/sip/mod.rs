@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use rand::RngCore as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::IpNet;
 use crate::push::ingress::{Ingress, Outcome, PushRequest, PushResult, PushService};
@@ -336,8 +338,8 @@ pub async fn spawn(
     push: Arc<PushService>,
     addrs: &[SocketAddr],
     max_connections: usize,
-    alive: Arc<()>,
-    shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::net::ServeError> {
     let ingress = Arc::new(SipIngress::new(push));
     let mut tasks = Vec::new();
@@ -354,14 +356,14 @@ pub async fn spawn(
         tasks.push(tokio::spawn(serve_udp(
             Arc::new(udp),
             ingress.clone(),
-            alive.clone(),
+            tracker.clone(),
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(serve_tcp(
             tcp,
             ingress.clone(),
             max_connections,
-            alive.clone(),
+            tracker.clone(),
             shutdown.clone(),
         )));
     }
@@ -393,15 +395,15 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), crate::
 async fn serve_udp(
     socket: Arc<UdpSocket>,
     ingress: Arc<SipIngress>,
-    alive: Arc<()>,
-    mut shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
             r = socket.recv_from(&mut buffer) => r,
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
         };
         let (len, peer) = match received {
             Ok(x) => x,
@@ -421,10 +423,8 @@ async fn serve_udp(
         };
         let socket = socket.clone();
         let ingress = ingress.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let _permit = permit;
-            let _alive = alive;
             if let Some(answer) = ingress.answer_udp(&datagram, peer).await
                 && let Err(e) = socket.send_to(&answer, peer).await
             {
@@ -438,13 +438,12 @@ async fn serve_tcp(
     listener: TcpListener,
     ingress: Arc<SipIngress>,
     max_connections: usize,
-    alive: Arc<()>,
-    mut shutdown: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
-        let Some((tcp, peer)) = crate::net::accept(&listener, "sip-tcp", &mut shutdown).await
-        else {
+        let Some((tcp, peer)) = crate::net::accept(&listener, "sip-tcp", &shutdown).await else {
             return;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -452,12 +451,10 @@ async fn serve_tcp(
             continue;
         };
         let ingress = ingress.clone();
-        let alive = alive.clone();
         let shutdown = shutdown.clone();
         let open = ingress.push.metrics().connection_opened("sip-tcp");
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let _slot = slot;
-            let _alive = alive;
             let _open = open;
             serve_tcp_connection(tcp, peer, &ingress, shutdown).await;
         });
@@ -470,7 +467,7 @@ async fn serve_tcp_connection(
     mut tcp: TcpStream,
     peer: SocketAddr,
     ingress: &SipIngress,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut buffer: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -494,7 +491,7 @@ async fn serve_tcp_connection(
                         return;
                     }
                 }
-                if *shutdown.borrow() {
+                if shutdown.is_cancelled() {
                     return;
                 }
                 continue;
@@ -519,7 +516,7 @@ async fn serve_tcp_connection(
         };
         let read = tokio::select! {
             r = tokio::time::timeout(wait, tcp.read(&mut chunk)) => r,
-            _ = shutdown.wait_for(|stop| *stop), if buffer.is_empty() => return,
+            _ = shutdown.cancelled(), if buffer.is_empty() => return,
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => return,
