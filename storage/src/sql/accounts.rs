@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::mailboxes::{insert_mailbox, subscribe, valid_mailbox_name};
 use super::rows::{
     account_change, account_from_row, exists_or, not_found_account, now, quota_to_db,
+    require_account_tx,
 };
 use super::{INBOX, SqlStore, TxResult};
 use crate::{Account, AccountId, AccountStatus, CredentialRecord, Error, NewAccount};
@@ -325,17 +326,6 @@ pub(super) const SELECT_ACTIVE_PSKS: &str = concat!(
     " FROM psk_identities WHERE account_id IN (SELECT account_id FROM accounts WHERE status = 'active') \
      ORDER BY identity"
 );
-
-pub(super) async fn require_account_tx(tx: &mut AnyConnection, id: AccountId) -> TxResult<()> {
-    let row = sqlx::query("SELECT account_id FROM accounts WHERE account_id = $1")
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
-    match row {
-        Some(_) => Ok(()),
-        None => Err(not_found_account(id)),
-    }
-}
 
 pub(super) async fn upsert_credentials(
     tx: &mut AnyConnection,

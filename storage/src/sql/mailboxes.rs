@@ -6,13 +6,12 @@ use std::collections::BTreeSet;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
-use super::accounts::require_account_tx;
 use super::messages::{SELECT_MAILBOX_MESSAGES, insert_tombstone};
 use super::rows::{
-    exists_or, mailbox_change, mailbox_from_row, meta_from_row, not_found_account,
-    not_found_mailbox, now, to_u32, to_u64,
+    exists_or, lock_mailbox, mailbox_change, mailbox_from_row, meta_from_row, not_found_account,
+    not_found_mailbox, now, require_account_tx, to_u32, to_u64,
 };
-use super::{INBOX, Locked, SqlStore, TxResult};
+use super::{INBOX, SqlStore, TxResult};
 use crate::changes::{Change, ChangeKind};
 use crate::{AccountId, Error, Mailbox, MailboxId, NewMailbox, Result};
 
@@ -445,31 +444,6 @@ pub(super) const SELECT_MAILBOXES: &str = concat!(
     select_mailbox!(),
     " WHERE m.account_id = $1 ORDER BY m.name"
 );
-
-/// Locks the mailbox row (the first statement of a message write) and adds `bump` to
-/// its HIGHESTMODSEQ; returns the row as updated.
-pub(super) async fn lock_mailbox(
-    tx: &mut AnyConnection,
-    account: AccountId,
-    mailbox: MailboxId,
-    bump: i64,
-) -> TxResult<Locked> {
-    let row = sqlx::query(
-        "UPDATE mailboxes SET highestmodseq = highestmodseq + $3 WHERE account_id = $1 AND id = $2 \
-         RETURNING uidvalidity, uidnext, highestmodseq",
-    )
-    .bind(account.0)
-    .bind(mailbox.0)
-    .bind(bump)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| not_found_mailbox(mailbox))?;
-    Ok(Locked {
-        uidvalidity: to_u32(row.try_get(0)?, "uidvalidity")?,
-        uidnext: to_u32(row.try_get(1)?, "uidnext")?,
-        highestmodseq: to_u64(row.try_get(2)?, "modseq")?,
-    })
-}
 
 /// The next UIDVALIDITY of the account: now, or one more than the last if that is not
 /// less (two mailboxes created in one second, or a clock that went back).

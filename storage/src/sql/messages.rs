@@ -8,8 +8,10 @@ use sqlx::AnyConnection;
 use sqlx::error::ErrorKind;
 use sqlx::{Any, Connection, Row};
 
-use super::mailboxes::lock_mailbox;
-use super::rows::{message_change, meta_from_row, not_found_mailbox, now, to_i64, to_u32, to_u64};
+use super::rows::{
+    encode_keywords, lock_mailbox, message_change, meta_from_row, not_found_mailbox, now, to_i64,
+    to_u32, to_u64,
+};
 use super::{Backend, SYSTEM_MASK, SqlStore, TxResult};
 use crate::changes::ChangeKind;
 use crate::{
@@ -767,17 +769,6 @@ pub(super) fn normalise_keywords(keywords: &[String]) -> Result<Vec<String>> {
     }
     out.sort_by_key(|k| k.to_ascii_lowercase());
     Ok(out)
-}
-
-pub(super) fn encode_keywords(keywords: &[String]) -> String {
-    keywords.join(" ")
-}
-
-pub(super) fn decode_keywords(text: &str) -> Vec<String> {
-    text.split(' ')
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The flags a STORE leaves on a message. `given` is normalised.

@@ -274,9 +274,8 @@ impl SqlStore {
 #[cfg(test)]
 mod tests {
     use super::mailboxes::{canonical_name, valid_mailbox_name};
-    use super::messages::{
-        apply_flags, decode_keywords, encode_keywords, normalise_keywords, normalise_ranges,
-    };
+    use super::messages::{apply_flags, normalise_keywords, normalise_ranges};
+    use super::rows::{decode_keywords, encode_keywords};
     use super::*;
     use crate::{FlagOp, Flags, SystemFlags, UidRange};
 

@@ -1,14 +1,15 @@
-//! Rows into model types, and the values and errors shared by every domain: time,
-//! integer conversions, "not found" errors, change-bus events, sqlx error mapping.
+//! Rows into model types, and what every domain shares: time, integer conversions,
+//! keyword text, "not found" errors, change-bus events, sqlx error mapping, and the two
+//! statements most write transactions begin with ([`require_account_tx`],
+//! [`lock_mailbox`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
 use sqlx::error::ErrorKind;
+use sqlx::{AnyConnection, Row};
 
-use super::messages::decode_keywords;
-use super::{Fail, SYSTEM_MASK};
+use super::{Fail, Locked, SYSTEM_MASK, TxResult};
 use crate::changes::{Change, ChangeKind};
 use crate::{
     Account, AccountId, AccountStatus, Error, Flags, Mailbox, MailboxId, MessageMeta, PskRecord,
@@ -172,4 +173,51 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> Error {
         | sqlx::Error::WorkerCrashed => Error::Unreachable(e.to_string()),
         _ => Error::Database(e.to_string()),
     }
+}
+
+pub(super) fn decode_keywords(text: &str) -> Vec<String> {
+    text.split(' ')
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) fn encode_keywords(keywords: &[String]) -> String {
+    keywords.join(" ")
+}
+
+pub(super) async fn require_account_tx(tx: &mut AnyConnection, id: AccountId) -> TxResult<()> {
+    let row = sqlx::query("SELECT account_id FROM accounts WHERE account_id = $1")
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(not_found_account(id)),
+    }
+}
+
+/// Locks the mailbox row (the first statement of a message write) and adds `bump` to
+/// its HIGHESTMODSEQ; returns the row as updated.
+pub(super) async fn lock_mailbox(
+    tx: &mut AnyConnection,
+    account: AccountId,
+    mailbox: MailboxId,
+    bump: i64,
+) -> TxResult<Locked> {
+    let row = sqlx::query(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + $3 WHERE account_id = $1 AND id = $2 \
+         RETURNING uidvalidity, uidnext, highestmodseq",
+    )
+    .bind(account.0)
+    .bind(mailbox.0)
+    .bind(bump)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found_mailbox(mailbox))?;
+    Ok(Locked {
+        uidvalidity: to_u32(row.try_get(0)?, "uidvalidity")?,
+        uidnext: to_u32(row.try_get(1)?, "uidnext")?,
+        highestmodseq: to_u64(row.try_get(2)?, "modseq")?,
+    })
 }

@@ -2,8 +2,7 @@
 
 use sqlx::Row;
 
-use super::accounts::require_account_tx;
-use super::rows::{account_change, now};
+use super::rows::{account_change, now, require_account_tx};
 use super::{SqlStore, TxResult};
 use crate::{AccountId, Error, Whitelist, WhitelistEntry};
 
