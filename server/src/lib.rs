@@ -3,16 +3,24 @@
 //! # Layout
 //! - `config`: the TOML file and `CPMSTORE_*` overrides, validated once.
 //! - `data_lock`: one `serve` per SQLite database.
+//! - `validate`: usernames, subscriber addresses and whitelist contexts, as both
+//!   provisioning and push ingress check them.
 //! - `admin`: provisioning operations shared by the CLI and the HTTP admin API.
 //! - `auth`: credential derivation and checks, PSK sealing, throttling.
-//! - `net`, `imap`: listeners and the protocol.
+//! - `net`: binding listeners (`net::listen`, `ServeError`), accepting, and the
+//!   connection type; `imap`: the protocol.
 //! - `push`: provisioning documents, the whitelist decision, delivery.
 //! - `http`, `sip`, `ingress`: the HTTP listener (push ingress, admin API, metrics,
 //!   health), the OTA-SIP ingress, and the start of both.
+//! - `serve`: `cpmstore serve`: storage, listeners, connection limits, and the graceful
+//!   shutdown (one `CancellationToken`, one `TaskTracker` of connections).
 //! - `metrics`: the Prometheus metrics every part counts into.
 //! - `log_bridge`: records of `log`-facade crates (rustls) into tracing.
 //!
-//! Arrows point one way: `main -> imap/push/admin/http -> auth -> storage`.
+//! Arrows point one way: `main -> serve -> imap/ingress/http/sip -> push/admin ->
+//! validate/auth/net/config -> storage`; no module imports one that imports it back
+//! (`tests/tests/arrows.rs` checks). `docs/architecture.md` follows a command and a
+//! push through these modules.
 
 pub mod admin;
 pub mod auth;

@@ -4,6 +4,14 @@
 //! one line `error: ...` on stderr and exits with its class (1 internal, 2 usage,
 //! 3 conflict, 4 not found, 5 invalid input). Secrets come only from stdin or are
 //! generated, and are printed once, in the JSON.
+//!
+//! # Layout
+//! - [`Cli`] and its subcommands (clap); `main` loads the config, starts logging and
+//!   the runtime, and turns a [`CliError`] into its line and exit status.
+//! - `serve` hands over to `cpmstore_server::serve`; `migrate` opens storage once.
+//! - `subscriber` and `whitelist` call `cpmstore_server::admin` (the same operations
+//!   as the HTTP admin API) after `precheck`, which validates what needs no storage.
+//! - Secrets: `read_stdin_secret` and `password_source`; results printed by `to_json`.
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;

@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - `lib.rs` (this file): the [`Store`] trait, the model types and [`Error`].
-//! - `sql.rs`: the one SQL implementation of [`Store`], over `sqlx::Any`, shared by both backends.
+//! - `sql/`: the one SQL implementation of [`Store`], over `sqlx::Any`, shared by both
+//!   backends: `mod.rs` (the store, its transactions and retries), one module per domain
+//!   (`accounts`, `mailboxes`, `messages`, `whitelists`), `rows` (rows into model
+//!   types, shared values and statements) and `store` (the trait implementation).
 //! - `sqlite.rs` / `postgres.rs`: what differs per backend (connecting, pragmas, migrations,
 //!   and for PostgreSQL the LISTEN/NOTIFY leg of the change bus).
 //! - `changes.rs`: the change bus.
