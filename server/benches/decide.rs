@@ -11,17 +11,15 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use cpmstore_server::push::whitelist::{
-    KIND_E164, KIND_FQDN, KIND_IP, KIND_URI, ROLE_PPG, ROLE_SMSC,
-};
+use cpmstore_server::push::whitelist::{ROLE_PPG, ROLE_SMSC};
 use cpmstore_server::push::{Origin, Provisioning, decide};
-use cpmstore_storage::WhitelistEntry;
+use cpmstore_storage::{WhitelistEntry, WhitelistKind};
 
 const ENTRIES: usize = 1000;
 
-fn entry(kind: &str, value: String, role: &str) -> WhitelistEntry {
+fn entry(kind: WhitelistKind, value: String, role: &str) -> WhitelistEntry {
     WhitelistEntry {
-        kind: kind.into(),
+        kind,
         value,
         resolved: Vec::new(),
         role: role.into(),
@@ -30,26 +28,26 @@ fn entry(kind: &str, value: String, role: &str) -> WhitelistEntry {
 
 /// 1,000 entries of one kind (what a whitelist of one origin type looks like at the
 /// limit).
-fn uniform(kind: &str) -> Vec<WhitelistEntry> {
+fn uniform(kind: WhitelistKind) -> Vec<WhitelistEntry> {
     (0..ENTRIES)
         .map(|i| match kind {
-            KIND_IP if i % 2 == 0 => entry(
-                KIND_IP,
+            WhitelistKind::Ip if i % 2 == 0 => entry(
+                WhitelistKind::Ip,
                 Ipv4Addr::new(10, 0, (i / 256) as u8, (i % 256) as u8).to_string(),
                 ROLE_PPG,
             ),
-            KIND_IP => entry(
-                KIND_IP,
+            WhitelistKind::Ip => entry(
+                WhitelistKind::Ip,
                 Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16).to_string(),
                 ROLE_PPG,
             ),
-            KIND_E164 => entry(KIND_E164, format!("+3584{i:04}"), ROLE_SMSC),
-            KIND_URI => entry(
-                KIND_URI,
+            WhitelistKind::E164 => entry(WhitelistKind::E164, format!("+3584{i:04}"), ROLE_SMSC),
+            WhitelistKind::Uri => entry(
+                WhitelistKind::Uri,
                 format!("sip:ppg{i}@operator{i}.example"),
                 ROLE_PPG,
             ),
-            _ => unreachable!(),
+            WhitelistKind::Fqdn => unreachable!(),
         })
         .collect()
 }
@@ -59,20 +57,28 @@ fn mixed() -> Vec<WhitelistEntry> {
     (0..ENTRIES)
         .map(|i| match i % 4 {
             0 => entry(
-                KIND_IP,
+                WhitelistKind::Ip,
                 Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8).to_string(),
                 ROLE_PPG,
             ),
             1 => {
-                let mut e = entry(KIND_FQDN, format!("ppg{i}.operator.example"), ROLE_PPG);
+                let mut e = entry(
+                    WhitelistKind::Fqdn,
+                    format!("ppg{i}.operator.example"),
+                    ROLE_PPG,
+                );
                 e.resolved = vec![
                     Ipv4Addr::new(10, 2, (i / 256) as u8, (i % 256) as u8).to_string(),
                     Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, i as u16).to_string(),
                 ];
                 e
             }
-            2 => entry(KIND_E164, format!("+3585{i:04}"), ROLE_SMSC),
-            _ => entry(KIND_URI, format!("sip:ppg{i}@operator.example"), ROLE_PPG),
+            2 => entry(WhitelistKind::E164, format!("+3585{i:04}"), ROLE_SMSC),
+            _ => entry(
+                WhitelistKind::Uri,
+                format!("sip:ppg{i}@operator.example"),
+                ROLE_PPG,
+            ),
         })
         .collect()
 }
@@ -109,9 +115,9 @@ fn main() {
         pai: vec![s.into()],
     };
 
-    let ips = uniform(KIND_IP);
-    let e164 = uniform(KIND_E164);
-    let uris = uniform(KIND_URI);
+    let ips = uniform(WhitelistKind::Ip);
+    let e164 = uniform(WhitelistKind::E164);
+    let uris = uniform(WhitelistKind::Uri);
     let mix = mixed();
     let cases: Vec<(&str, &[WhitelistEntry], Origin, bool)> = vec![
         ("ppg IPv4, first entry", &ips, ip("10.0.0.0"), true),

@@ -297,13 +297,65 @@ pub struct MailboxChanges {
     pub expunged: Vec<u32>,
 }
 
+/// What a whitelist entry names. Stored, serialised and shown as its lowercase name
+/// (`ip`, `e164`, `uri`, `fqdn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhitelistKind {
+    /// An IPv4 or IPv6 address of a push proxy gateway.
+    Ip,
+    /// An E.164 number (PPG or SMSC).
+    E164,
+    /// A sip, sips or tel URI.
+    Uri,
+    /// A host name, resolved to addresses.
+    Fqdn,
+}
+
+impl WhitelistKind {
+    /// Every kind.
+    pub const ALL: [WhitelistKind; 4] = [
+        WhitelistKind::Ip,
+        WhitelistKind::E164,
+        WhitelistKind::Uri,
+        WhitelistKind::Fqdn,
+    ];
+
+    /// The name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhitelistKind::Ip => "ip",
+            WhitelistKind::E164 => "e164",
+            WhitelistKind::Uri => "uri",
+            WhitelistKind::Fqdn => "fqdn",
+        }
+    }
+}
+
+impl std::fmt::Display for WhitelistKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WhitelistKind {
+    type Err = Error;
+
+    /// The kind a stored name stands for; any other name is [`Error::Invalid`].
+    fn from_str(name: &str) -> Result<Self> {
+        WhitelistKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| Error::Invalid(format!("unknown whitelist entry kind {name:?}")))
+    }
+}
+
 /// A whitelist entry as provisioned (see INTERFACES.md 6.1).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WhitelistEntry {
-    /// "ip", "e164", "uri" or "fqdn".
-    pub kind: String,
+    pub kind: WhitelistKind,
     pub value: String,
-    /// For "fqdn": the addresses it resolved to at load.
+    /// For [`WhitelistKind::Fqdn`]: the addresses it resolved to at load.
     pub resolved: Vec<String>,
     /// "ppg" or "smsc".
     pub role: String,
@@ -631,5 +683,32 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
         _ => Err(Error::Invalid(format!(
             "unsupported database URL scheme {scheme:?}: expected sqlite: or postgres:"
         ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitelist_kinds_keep_their_stored_and_serialised_names() {
+        for (kind, name) in WhitelistKind::ALL
+            .into_iter()
+            .zip(["ip", "e164", "uri", "fqdn"])
+        {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(name.parse::<WhitelistKind>().unwrap(), kind);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{name}\""));
+            assert_eq!(
+                serde_json::from_str::<WhitelistKind>(&format!("\"{name}\"")).unwrap(),
+                kind
+            );
+        }
+        for bad in ["IP", "", "host", "e.164"] {
+            assert!(bad.parse::<WhitelistKind>().is_err(), "{bad}");
+            assert!(serde_json::from_str::<WhitelistKind>(&format!("{bad:?}")).is_err());
+        }
     }
 }

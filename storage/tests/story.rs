@@ -20,7 +20,7 @@ use std::time::Duration;
 use cpmstore_storage::{
     AccountId, AccountStatus, Change, ChangeKind, CredentialRecord, Error, FlagOp, Flags,
     MailboxId, MessageMeta, NewAccount, NewMailbox, NewMessage, OpenOptions, Store, SystemFlags,
-    UidRange, WhitelistEntry,
+    UidRange, WhitelistEntry, WhitelistKind,
 };
 use futures::TryStreamExt;
 use sqlx::{AnyPool, Row};
@@ -2382,7 +2382,7 @@ async fn whitelists(env: &Env) {
     let store = &env.store;
     let alice = store.create_account(bare_account("alice")).await.unwrap();
     let entry = |kind: &str, value: &str, resolved: &[&str], role: &str| WhitelistEntry {
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         value: value.into(),
         resolved: resolved.iter().map(|r| (*r).to_owned()).collect(),
         role: role.into(),
@@ -2555,7 +2555,7 @@ async fn populate(store: &Arc<dyn Store>, account: AccountId, tag: &str) {
         .await
         .unwrap();
     let entry = WhitelistEntry {
-        kind: "ip".into(),
+        kind: WhitelistKind::Ip,
         value: "192.0.2.1".into(),
         resolved: Vec::new(),
         role: "ppg".into(),

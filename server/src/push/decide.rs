@@ -24,13 +24,13 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use cpmstore_storage::WhitelistEntry;
+use cpmstore_storage::{WhitelistEntry, WhitelistKind};
 use serde::Serialize;
 
 use super::e164;
 use super::ip;
 use super::sip_uri::{self, Uri};
-use super::whitelist::{KIND_E164, KIND_FQDN, KIND_IP, KIND_URI, ROLE_PPG, ROLE_SMSC};
+use super::whitelist::{ROLE_PPG, ROLE_SMSC};
 
 /// Where a push comes from, as far as the ingress believes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,22 +183,24 @@ fn find<'a>(entries: &'a [WhitelistEntry], origin: &Origin) -> Option<&'a Whitel
     match origin {
         Origin::Ppg(addr) => entries.iter().find(|e| {
             e.role == ROLE_PPG
-                && match e.kind.as_str() {
-                    KIND_IP => ip::matches(*addr, &e.value),
-                    KIND_FQDN => e.resolved.iter().any(|r| ip::matches(*addr, r)),
+                && match e.kind {
+                    WhitelistKind::Ip => ip::matches(*addr, &e.value),
+                    WhitelistKind::Fqdn => e.resolved.iter().any(|r| ip::matches(*addr, r)),
                     _ => false,
                 }
         }),
         Origin::Smsc { address, ton, npi } => {
             let key = e164::origin_key(address, *ton, *npi).ok()?;
             entries.iter().find(|e| {
-                e.kind == KIND_E164 && e.role == ROLE_SMSC && e164::matches(&key, &e.value)
+                e.kind == WhitelistKind::E164
+                    && e.role == ROLE_SMSC
+                    && e164::matches(&key, &e.value)
             })
         }
         Origin::Sip { pai } => {
             let asserted = sip_uri::parse_pai_values(pai).ok()?;
             entries.iter().find(|e| {
-                e.kind == KIND_URI
+                e.kind == WhitelistKind::Uri
                     && Uri::parse(&e.value)
                         .is_ok_and(|uri| asserted.iter().any(|a| a.equivalent(&uri)))
             })
@@ -252,7 +254,7 @@ mod tests {
 
     fn entry(kind: &str, value: &str, role: &str) -> WhitelistEntry {
         WhitelistEntry {
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             value: value.into(),
             resolved: Vec::new(),
             role: role.into(),

@@ -11,11 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpmstore_storage::{Account, AccountId, AccountStatus, Error as StorageError, Store};
+use cpmstore_storage::{
+    Account, AccountId, AccountStatus, Error as StorageError, Store, WhitelistKind,
+};
 
 use super::decide::{Origin, Provisioning, Reason, decide};
 use super::deliver::{self, DeliverError, Delivered, Push};
-use super::whitelist::{KIND_FQDN, resolve_fqdns};
+use super::whitelist::resolve_fqdns;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::validate;
@@ -42,7 +44,7 @@ pub async fn provisioning_for(
         });
     };
     let mut entries = whitelist.entries;
-    if config.push.resolve_on_push && entries.iter().any(|e| e.kind == KIND_FQDN) {
+    if config.push.resolve_on_push && entries.iter().any(|e| e.kind == WhitelistKind::Fqdn) {
         for failure in resolve_fqdns(&mut entries, RESOLVE_TIMEOUT).await {
             tracing::warn!(
                 name = %failure.name,

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use cpmstore_storage::WhitelistEntry;
+use cpmstore_storage::{WhitelistEntry, WhitelistKind};
 
 use super::e164;
 use super::ip;
@@ -28,14 +28,6 @@ use super::{wbxml, xml};
 /// The APPIDs of the push whitelist application.
 pub const PUSH_APPIDS: [&str; 2] = ["urn:oma:mo:oma-push:1.0", "oma:mo:oma-push:1.0"];
 
-/// Entry kinds, as stored.
-pub const KIND_IP: &str = "ip";
-/// An E.164 address (PPG or SMSC).
-pub const KIND_E164: &str = "e164";
-/// A sip, sips or tel URI.
-pub const KIND_URI: &str = "uri";
-/// A host name, resolved to addresses.
-pub const KIND_FQDN: &str = "fqdn";
 /// Entry roles, as stored: a push proxy gateway.
 pub const ROLE_PPG: &str = "ppg";
 /// A short message service centre.
@@ -221,7 +213,7 @@ struct Entries {
 }
 
 impl Entries {
-    fn push(&mut self, kind: &str, value: String, role: &str) -> Result<(), LoadError> {
+    fn push(&mut self, kind: WhitelistKind, value: String, role: &str) -> Result<(), LoadError> {
         let duplicate = self
             .entries
             .iter()
@@ -236,7 +228,7 @@ impl Entries {
             });
         }
         self.entries.push(WhitelistEntry {
-            kind: kind.to_owned(),
+            kind,
             value,
             resolved: Vec::new(),
             role: role.to_owned(),
@@ -247,7 +239,7 @@ impl Entries {
     /// URIs are deduplicated by their normalised text, not by equivalence: equivalence
     /// is not transitive, so dropping one of two equivalent entries could lose matches.
     fn push_uri(&mut self, uri: Uri) -> Result<(), LoadError> {
-        self.push(KIND_URI, uri.to_string(), ROLE_PPG)
+        self.push(WhitelistKind::Uri, uri.to_string(), ROLE_PPG)
     }
 }
 
@@ -269,15 +261,15 @@ fn physical_entries(
         match addr_type.to_ascii_uppercase().as_str() {
             "IPV4" => {
                 let v4 = ip::parse_v4(addr).ok_or_else(|| bad("not an IPv4 address"))?;
-                out.push(KIND_IP, v4.to_string(), ROLE_PPG)?;
+                out.push(WhitelistKind::Ip, v4.to_string(), ROLE_PPG)?;
             }
             "IPV6" => {
                 let v6 = ip::parse_v6(addr).ok_or_else(|| bad("not an IPv6 address"))?;
-                out.push(KIND_IP, v6.to_string(), ROLE_PPG)?;
+                out.push(WhitelistKind::Ip, v6.to_string(), ROLE_PPG)?;
             }
             "E164" => {
                 let number = e164::normalize_entry(addr).map_err(|e| bad(e.why))?;
-                out.push(KIND_E164, number, ROLE_PPG)?;
+                out.push(WhitelistKind::E164, number, ROLE_PPG)?;
             }
             other => {
                 return Err(bad(&format!(
@@ -291,7 +283,7 @@ fn physical_entries(
             what: what("PXADDR-FQDN", fqdn),
             why: "not a host name".to_owned(),
         })?;
-        out.push(KIND_FQDN, name, ROLE_PPG)?;
+        out.push(WhitelistKind::Fqdn, name, ROLE_PPG)?;
     }
     Ok(())
 }
@@ -312,7 +304,7 @@ fn smsc_entries(out: &mut Entries, napid: &str, napdef: &Characteristic) -> Resu
             what,
             why: e.why.to_owned(),
         })?;
-        out.push(KIND_E164, number, ROLE_SMSC)?;
+        out.push(WhitelistKind::E164, number, ROLE_SMSC)?;
     }
     if !any {
         return Err(LoadError::BadAddress {
@@ -360,7 +352,7 @@ pub async fn resolve_fqdns(
     let names: Vec<(usize, String)> = entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.kind == KIND_FQDN)
+        .filter(|(_, e)| e.kind == WhitelistKind::Fqdn)
         .map(|(i, e)| (i, e.value.clone()))
         .collect();
     let lookups = names.into_iter().map(|(i, name)| async move {
@@ -415,7 +407,7 @@ mod tests {
 
     fn entry(kind: &str, value: &str, role: &str) -> WhitelistEntry {
         WhitelistEntry {
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             value: value.into(),
             resolved: Vec::new(),
             role: role.into(),
@@ -470,7 +462,7 @@ mod tests {
         let entries = load_both("twelve-entries");
         let ips: Vec<&str> = entries
             .iter()
-            .filter(|e| e.kind == "ip")
+            .filter(|e| e.kind == WhitelistKind::Ip)
             .map(|e| e.value.as_str())
             .collect();
         assert_eq!(ips.len(), 12);
@@ -478,7 +470,7 @@ mod tests {
         assert!(
             entries
                 .iter()
-                .filter(|e| e.kind == "ip")
+                .filter(|e| e.kind == WhitelistKind::Ip)
                 .all(|e| e.role == "ppg")
         );
         let smscs: Vec<&str> = entries

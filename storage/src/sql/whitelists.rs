@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::rows::{account_change, now, require_account_tx};
 use super::{SqlStore, TxResult};
-use crate::{AccountId, Error, Whitelist, WhitelistEntry};
+use crate::{AccountId, Error, Whitelist, WhitelistEntry, WhitelistKind};
 
 impl SqlStore {
     pub(super) async fn set_whitelist_tx(
@@ -146,8 +146,14 @@ impl SqlStore {
             let resolved: String = row.try_get(4)?;
             let resolved: Vec<String> = serde_json::from_str(&resolved)
                 .map_err(|e| Error::Database(format!("decoding resolved addresses: {e}")))?;
+            let kind: String = row.try_get(1)?;
+            let kind = kind.parse::<WhitelistKind>().map_err(|_| {
+                Error::Database(format!(
+                    "unknown whitelist entry kind {kind:?} in the database"
+                ))
+            })?;
             let entry = WhitelistEntry {
-                kind: row.try_get(1)?,
+                kind,
                 role: row.try_get(2)?,
                 value: row.try_get(3)?,
                 resolved,
