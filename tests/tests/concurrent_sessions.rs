@@ -243,6 +243,27 @@ fn sessions_on_two_nodes_of_one_postgresql() {
     let two = Server::start_with(options);
     one.add_user("alice", PASSWORD);
     story(&one, &two, &one);
+
+    // A NOOP or CHECK reads the store itself: what another node committed before it
+    // was sent is seen at once, notification or not (ImapTest's checkpoints rely on
+    // it). Repeated, as the notification sometimes wins the race anyway.
+    let mut far = login(&two);
+    let mut near = login(&one);
+    far.command("SELECT INBOX").ok();
+    near.command("SELECT INBOX").ok();
+    far.command("NOOP").ok();
+    for (i, poll) in ["NOOP", "CHECK", "NOOP", "CHECK", "NOOP"]
+        .iter()
+        .enumerate()
+    {
+        let r = near.append("INBOX", "", &msg(100 + i as u32)).ok();
+        assert!(r.status.starts_with("OK [APPENDUID"), "{r:?}");
+        let r = far.command(poll).ok();
+        assert!(
+            r.untagged.iter().any(|l| l.ends_with(" EXISTS")),
+            "{poll} right after the other node's APPEND: {r:?}"
+        );
+    }
 }
 
 /// The content of an expunged message is deleted once `expunged_retention_secs` has

@@ -14,8 +14,19 @@ pub fn capability(s: &mut Session) -> CmdResult {
 }
 
 /// NOOP: the session catches up after every command, which is all NOOP is for.
-pub fn noop(_s: &mut Session) -> CmdResult {
+/// NOOP (and CHECK) is how a client polls: the catch-up that follows reads the store
+/// itself rather than waiting to be told, so a change committed on another node of a
+/// PostgreSQL cluster is seen even before its notification arrives.
+pub fn noop(s: &mut Session) -> CmdResult {
+    s.dirty = true;
     Ok(Done::text("NOOP completed."))
+}
+
+/// CHECK (RFC 3501 6.4.1): nothing to flush (every change is committed when answered);
+/// it syncs like NOOP.
+pub fn check(s: &mut Session) -> CmdResult {
+    s.dirty = true;
+    Ok(Done::text("Check completed."))
 }
 
 pub fn logout(s: &mut Session) -> CmdResult {

@@ -15,7 +15,9 @@ pub async fn idle(s: &mut Session) -> CmdResult {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(s.ctx.limits.idle_max_secs);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     let mut shutdown = s.ctx.shutdown.clone();
-    // Anything that happened before IDLE began is told first.
+    // Anything that happened before IDLE began is told first (read from the store: a
+    // change on another node may not have been announced yet).
+    s.dirty = true;
     s.catch_up(true).await?;
     s.flush().await?;
     loop {

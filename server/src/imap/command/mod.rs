@@ -20,7 +20,7 @@ use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 
-use super::error::{CmdError, CmdResult, Done};
+use super::error::{CmdError, CmdResult};
 use super::mutf7;
 use super::session::Session;
 
@@ -75,7 +75,7 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
             message,
         } => Box::pin(append::append(s, &mailbox, flags, date, message)).await,
         C::Idle => Box::pin(idle::idle(s)).await,
-        C::Check => Ok(Done::text("Check completed.")),
+        C::Check => any::check(s),
         C::Close => Box::pin(expunge::close(s)).await,
         C::Unselect => expunge::unselect(s),
         C::Expunge => Box::pin(expunge::expunge(s, None)).await,
