@@ -1,10 +1,14 @@
-//! The IMAP protocol: framing (`codec`), the per-connection state machine (`session`),
-//! one file per command family (`command/`), what a selected session knows
-//! (`mailbox_view`), message structure (`mime`), mailbox-name spelling (`mutf7`), and
-//! the one error mapping (`error`).
+//! The IMAP protocol: framing (`codec`), the per-connection loop (`session`), the
+//! state machine and each state's data (`state`), what a connection holds in every
+//! state (`connection`), one file per command family (`command/`), what a selected
+//! session knows (`mailbox_view`), message structure (`mime`), mailbox-name spelling
+//! (`mutf7`), and the one error mapping (`error`).
+//!
+//! The arrows point one way: `session -> command -> state -> connection -> codec`.
 
 pub mod codec;
 pub mod command;
+pub mod connection;
 pub mod error;
 pub mod harness;
 pub mod mailbox_view;
@@ -13,6 +17,7 @@ pub mod mutf7;
 pub mod response;
 pub mod seqset;
 pub mod session;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -99,8 +104,13 @@ pub fn serve_connection(
         write_timeout: std::time::Duration::from_secs(ctx.limits.write_timeout_secs),
     };
     let mut session = session::Session::new(ctx, Framed::new(conn, limits), info);
-    session.login_deadline = login_deadline;
-    session.preauth = Some(preauth);
+    session.state = state::State::NotAuthenticated {
+        pre: state::PreAuth {
+            deadline: login_deadline,
+            failures: 0,
+            guard: Some(preauth),
+        },
+    };
     Box::pin(session::run(session))
 }
 

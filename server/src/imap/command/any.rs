@@ -3,30 +3,32 @@
 use imap_codec::imap_types::core::{IString, NString, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdResult, Done};
+use crate::imap::mailbox_view::MailboxView;
 use crate::imap::response;
-use crate::imap::session::{Session, State};
+use crate::imap::state::Login;
 
-pub fn capability(s: &mut Session) -> CmdResult {
-    let line = format!("* CAPABILITY {}\r\n", s.capabilities());
-    s.out.extend_from_slice(line.as_bytes());
+pub fn capability(c: &mut Connection, authenticated: bool) -> CmdResult {
+    let line = format!("* CAPABILITY {}\r\n", c.capabilities(authenticated));
+    c.out.extend_from_slice(line.as_bytes());
     Ok(Done::text("Capability completed."))
 }
 
 /// NOOP: the session catches up after every command, which is all NOOP is for.
-pub fn noop(_s: &mut Session) -> CmdResult {
+pub fn noop() -> CmdResult {
     Ok(Done::text("NOOP completed."))
 }
 
-pub fn logout(s: &mut Session) -> CmdResult {
-    s.out.extend_from_slice(b"* BYE Logging out.\r\n");
-    s.state = State::Logout;
+/// LOGOUT: the dispatcher makes the state `Logout`.
+pub fn logout(c: &mut Connection) -> CmdResult {
+    c.out.extend_from_slice(b"* BYE Logging out.\r\n");
     Ok(Done::text("Logout completed."))
 }
 
 /// RFC 2971 ID: the client's fields are only logged (never secrets: ID carries none).
 pub fn id(
-    s: &mut Session,
+    c: &mut Connection,
     parameters: Option<Vec<(IString<'static>, NString<'static>)>>,
 ) -> CmdResult {
     if let Some(params) = parameters {
@@ -44,7 +46,7 @@ pub fn id(
                 )
             })
             .collect();
-        tracing::debug!(peer = %s.info.peer, client = fields.join(", "), "ID");
+        tracing::debug!(peer = %c.info.peer, client = fields.join(", "), "ID");
     }
     let mut line = b"* ID (".to_vec();
     response::string(&mut line, b"name");
@@ -55,7 +57,7 @@ pub fn id(
     line.push(b' ');
     response::string(&mut line, env!("CARGO_PKG_VERSION").as_bytes());
     line.extend_from_slice(b")\r\n");
-    s.out.extend_from_slice(&line);
+    c.out.extend_from_slice(&line);
     Ok(Done::text("ID completed."))
 }
 
@@ -63,8 +65,13 @@ pub fn id(
 /// be enabled. ENABLED lists those this command enabled (not those that already
 /// were), and nothing else. QRESYNC implies CONDSTORE (RFC 7162 3.2.3) but ENABLED
 /// names CONDSTORE only when the client asked for it too.
-pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) -> CmdResult {
-    let condstore_before = s.condstore;
+pub fn enable(
+    c: &mut Connection,
+    login: &mut Login,
+    view: Option<&MailboxView>,
+    capabilities: Vec1<CapabilityEnable<'static>>,
+) -> CmdResult {
+    let condstore_before = login.condstore;
     let mut condstore_asked = false;
     let mut qresync_enabled = false;
     for capability in capabilities.as_ref() {
@@ -73,13 +80,13 @@ pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) ->
             other @ CapabilityEnable::Other(_)
                 if other.to_string().eq_ignore_ascii_case("QRESYNC") =>
             {
-                qresync_enabled |= s.enable_qresync();
+                qresync_enabled |= login.enable_qresync(view, &mut c.out);
             }
             _ => {}
         }
     }
     if condstore_asked {
-        s.enable_condstore();
+        login.enable_condstore(view, &mut c.out);
     }
     let mut enabled = String::from("* ENABLED");
     if condstore_asked && !condstore_before {
@@ -89,13 +96,13 @@ pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) ->
         enabled.push_str(" QRESYNC");
     }
     enabled.push_str("\r\n");
-    s.out.extend_from_slice(enabled.as_bytes());
+    c.out.extend_from_slice(enabled.as_bytes());
     Ok(Done::text("Enabled."))
 }
 
 /// RFC 2342: one personal namespace, `/` separated.
-pub fn namespace(s: &mut Session) -> CmdResult {
-    s.out
+pub fn namespace(c: &mut Connection) -> CmdResult {
+    c.out
         .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
     Ok(Done::text("Namespace completed."))
 }

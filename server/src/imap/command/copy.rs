@@ -5,25 +5,28 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::mailbox_name;
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{to_ranges, uid_set_string};
-use crate::imap::session::{Session, State};
+use crate::imap::state::{Login, Selected};
 
 pub async fn copy(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &Login,
+    selected: &mut Selected,
     set: &SequenceSet,
     target: &Mailbox<'_>,
     uid: bool,
     mv: bool,
 ) -> CmdResult {
-    let (account, source, uids, read_only) = match &s.state {
-        State::Selected { user, view } => {
-            let uids = view.resolve(set, uid).map_err(CmdError::bad)?;
-            let live: Vec<u32> = uids.into_iter().filter(|u| !view.is_expunged(*u)).collect();
-            (user.id, view.mailbox.id, live, view.read_only)
-        }
-        _ => return Err(CmdError::bad("No mailbox selected.")),
-    };
+    let view = &selected.view;
+    let (account, source, read_only) = (login.user.id, view.mailbox.id, view.read_only);
+    let uids: Vec<u32> = view
+        .resolve(set, uid)
+        .map_err(CmdError::bad)?
+        .into_iter()
+        .filter(|u| !view.is_expunged(*u))
+        .collect();
     if mv && read_only {
         return Err(CmdError::no_code("READ-ONLY", "Mailbox is read-only."));
     }
@@ -52,7 +55,7 @@ pub async fn copy(
         s.ctx.store.copy(account, source, &ranges, dest.id).await?
     };
     if dest.id == source || mv {
-        s.dirty = true;
+        selected.dirty = true;
     }
     let code = format!(
         "COPYUID {} {} {}",

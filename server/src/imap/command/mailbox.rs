@@ -5,9 +5,11 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
 
 use super::{existing_mailbox_name, mailbox_name};
+use crate::imap::connection::{Connection, Next};
 use crate::imap::error::{CmdError, CmdResult, Done};
+use crate::imap::mailbox_view::MailboxView;
 use crate::imap::response;
-use crate::imap::session::{Session, State};
+use crate::imap::state::Login;
 
 /// Longest mailbox name we accept, in bytes.
 const MAX_NAME: usize = 255;
@@ -29,14 +31,8 @@ pub fn valid_new_name(name: &str) -> CmdResult<String> {
     Ok(name.to_string())
 }
 
-fn account(s: &Session) -> CmdResult<cpmstore_storage::AccountId> {
-    s.user()
-        .map(|u| u.id)
-        .ok_or_else(|| CmdError::bad("Not logged in."))
-}
-
-pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
-    let account = account(s)?;
+pub async fn create(s: &mut Connection, login: &Login, mailbox: &Mailbox<'_>) -> CmdResult {
+    let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     if name == "INBOX" {
         return Err(CmdError::no_code(
@@ -74,8 +70,15 @@ pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
     }
 }
 
-pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
-    let account = account(s)?;
+/// DELETE; says whether it was the selected mailbox (`view`), which the dispatcher
+/// then leaves.
+pub async fn delete(
+    s: &mut Connection,
+    login: &Login,
+    view: Option<&MailboxView>,
+    mailbox: &Mailbox<'_>,
+) -> CmdResult<(Done, bool)> {
+    let account = login.user.id;
     // Not checked as modified UTF-7: a name stored before the check can still go.
     let name = existing_mailbox_name(mailbox)?;
     if name == "INBOX" {
@@ -92,23 +95,24 @@ pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
             "Mailbox has children, delete them first.",
         ));
     }
-    let selected_here =
-        matches!(&s.state, State::Selected { view, .. } if view.mailbox.name == name);
+    let selected_here = view.is_some_and(|view| view.mailbox.name == name);
     s.ctx.store.delete_mailbox(account, &name).await?;
     if selected_here {
         // The selected mailbox is gone: back to the authenticated state.
-        if let Some(user) = s.user().cloned() {
-            s.state = State::Authenticated { user };
-        }
         s.out
             .extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
-        s.next = crate::imap::session::Next::Close;
+        s.next = Next::Close;
     }
-    Ok(Done::text("Delete completed."))
+    Ok((Done::text("Delete completed."), selected_here))
 }
 
-pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> CmdResult {
-    let account = account(s)?;
+pub async fn rename(
+    s: &mut Connection,
+    login: &Login,
+    from: &Mailbox<'_>,
+    to: &Mailbox<'_>,
+) -> CmdResult {
+    let account = login.user.id;
     // The source may be a name stored before the modified UTF-7 check; the target not.
     let from = existing_mailbox_name(from)?;
     let to = mailbox_name(to)?;
@@ -133,8 +137,13 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Cm
     }
 }
 
-pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdResult {
-    let account = account(s)?;
+pub async fn subscribe(
+    s: &mut Connection,
+    login: &Login,
+    mailbox: &Mailbox<'_>,
+    on: bool,
+) -> CmdResult {
+    let account = login.user.id;
     // UNSUBSCRIBE only removes, so it takes any stored name; SUBSCRIBE checks it.
     let name = if on {
         mailbox_name(mailbox)?
@@ -152,12 +161,15 @@ pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdR
     }
 }
 
+/// STATUS; `view` is the selected mailbox, if any.
 pub async fn status(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    view: Option<&MailboxView>,
     mailbox: &Mailbox<'_>,
     items: &[StatusDataItemName],
 ) -> CmdResult {
-    let account = account(s)?;
+    let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     let mb = match s.ctx.store.mailbox(account, &name).await {
         Ok(mb) => mb,
@@ -167,7 +179,7 @@ pub async fn status(
     let counts = s.ctx.store.mailbox_counts(account, mb.id).await?;
     // A CONDSTORE-enabling command (RFC 7162 3.1).
     if items.contains(&StatusDataItemName::HighestModSeq) {
-        s.enable_condstore();
+        login.enable_condstore(view, &mut s.out);
     }
     let mut parts = Vec::new();
     for item in items {
@@ -176,8 +188,8 @@ pub async fn status(
             StatusDataItemName::Recent => {
                 // The selected mailbox as this session sees it; any other: the messages
                 // no session has claimed as \Recent yet (Dovecot's answer too).
-                let recent = match &s.state {
-                    State::Selected { view, .. } if view.mailbox.id == mb.id => view.recent_count(),
+                let recent = match view {
+                    Some(view) if view.mailbox.id == mb.id => view.recent_count(),
                     _ => counts.recent,
                 };
                 parts.push(format!("RECENT {recent}"));

@@ -32,9 +32,10 @@ use imap_codec::imap_types::search::SearchKey;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Address, Header, HeaderValue, Message, MessageParser, PartType};
 
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, read_rows};
-use crate::imap::session::Session;
+use crate::imap::state::{Login, Selected};
 
 /// The charsets SEARCH accepts, as the BADCHARSET response code lists them.
 const BADCHARSET: &str = "BADCHARSET (UTF-8 US-ASCII)";
@@ -46,7 +47,9 @@ const BATCH: usize = 512;
 
 /// Runs SEARCH / UID SEARCH on the selected mailbox and writes `* SEARCH ...`.
 pub async fn search(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    selected: &mut Selected,
     charset: Option<Charset<'static>>,
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
@@ -56,15 +59,13 @@ pub async fn search(
     let uses_modseq = query.uses_modseq();
     if uses_modseq {
         // A CONDSTORE-enabling command (RFC 7162 3.1).
-        s.enable_condstore();
+        login.enable_condstore(Some(&selected.view), &mut s.out);
     }
     let store = s.ctx.store.clone();
-    let (Some(user), Some(view)) = (s.user(), s.view()) else {
-        return Err(CmdError::bad("No mailbox selected."));
-    };
+    let view = &selected.view;
     let source = StoreSource {
         store: store.as_ref(),
-        account: user.id,
+        account: login.user.id,
         mailbox: view.mailbox.id,
     };
     let hits = run(&source, view, &query).await?;
@@ -1439,14 +1440,20 @@ nested body words\r\n\
     }
 
     /// The command's future must be `Send` to run on the multi-threaded runtime.
-    fn search_is_send(s: &mut Session, criteria: Vec1<SearchKey<'static>>) {
+    fn search_is_send(
+        c: &mut Connection,
+        login: &mut Login,
+        selected: &mut Selected,
+        criteria: Vec1<SearchKey<'static>>,
+    ) {
         fn send<T: Send>(_: T) {}
-        send(search(s, None, criteria, false));
+        send(search(c, login, selected, None, criteria, false));
     }
 
     #[test]
     fn command_future_is_send() {
-        let _checked: fn(&mut Session, Vec1<SearchKey<'static>>) = search_is_send;
+        let _checked: fn(&mut Connection, &mut Login, &mut Selected, Vec1<SearchKey<'static>>) =
+            search_is_send;
     }
 
     #[test]

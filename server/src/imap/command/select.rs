@@ -16,10 +16,11 @@ use imap_codec::imap_types::mailbox::Mailbox;
 use cpmstore_storage::UidRange;
 
 use super::mailbox_name;
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges, uid_set_string};
 use crate::imap::response::flag_list;
-use crate::imap::session::{Session, State};
+use crate::imap::state::{Login, Selected, Transition};
 
 /// What a client knew of the mailbox, from the QRESYNC parameter.
 struct Known {
@@ -29,15 +30,41 @@ struct Known {
     uids: Option<imap_codec::imap_types::sequence::SequenceSet>,
 }
 
+/// What a SELECT or EXAMINE did to the state.
+pub enum Selection {
+    /// Refused before anything changed: a mailbox selected stays selected.
+    Refused(CmdError),
+    /// Failed after leaving the mailbox selected before, if any.
+    Failed(CmdError),
+    Selected(Done, Box<Selected>),
+}
+
+impl Selection {
+    /// The command's result; the transition it implies goes to `next`.
+    pub fn apply(self, next: &mut Transition) -> CmdResult {
+        match self {
+            Selection::Refused(e) => Err(e),
+            Selection::Failed(e) => {
+                *next = Transition::Unselect;
+                Err(e)
+            }
+            Selection::Selected(done, selected) => {
+                *next = Transition::Select(selected);
+                Ok(done)
+            }
+        }
+    }
+}
+
+/// SELECT (`read_only` false) or EXAMINE; `was_selected` when a mailbox is.
 pub async fn select(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    was_selected: bool,
     mailbox: &Mailbox<'_>,
     parameters: &[SelectParameter],
     read_only: bool,
-) -> CmdResult {
-    let Some(user) = s.user().cloned() else {
-        return Err(CmdError::bad("Not logged in."));
-    };
+) -> Selection {
     let mut known = None;
     for parameter in parameters {
         if let SelectParameter::QResync {
@@ -48,8 +75,8 @@ pub async fn select(
         } = parameter
         {
             // RFC 7162 3.2.5: only after ENABLE QRESYNC.
-            if !s.qresync {
-                return Err(CmdError::bad("QRESYNC is not enabled."));
+            if !login.qresync {
+                return Selection::Refused(CmdError::bad("QRESYNC is not enabled."));
             }
             known = Some(Known {
                 uidvalidity: uid_validity.get(),
@@ -59,15 +86,29 @@ pub async fn select(
         }
     }
     // Selecting (even failing to) leaves the previously selected mailbox, without expunge.
-    if matches!(s.state, State::Selected { .. }) {
+    if was_selected {
         s.out
             .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed.\r\n");
     }
-    s.state = State::Authenticated { user: user.clone() };
     if parameters.contains(&SelectParameter::CondStore) {
         // Nothing is selected now: SELECT's own answer tells HIGHESTMODSEQ.
-        s.enable_condstore();
+        login.enable_condstore(None, &mut s.out);
     }
+    match open(s, login, mailbox, read_only, known).await {
+        Ok((done, selected)) => Selection::Selected(done, selected),
+        Err(e) => Selection::Failed(e),
+    }
+}
+
+/// Opens the mailbox: its snapshot and what SELECT tells of it.
+async fn open(
+    s: &mut Connection,
+    login: &Login,
+    mailbox: &Mailbox<'_>,
+    read_only: bool,
+    known: Option<Known>,
+) -> CmdResult<(Done, Box<Selected>)> {
+    let user = &login.user;
     let name = mailbox_name(mailbox)?;
     let store = s.ctx.store.clone();
     let mb = match store.mailbox(user.id, &name).await {
@@ -122,7 +163,7 @@ pub async fn select(
     // Anything committed between the snapshot and now is picked up by the catch-up
     // that follows every command.
     view.modseq = view.modseq.min(view.mailbox.highestmodseq);
-    if s.condstore {
+    if login.condstore {
         lines.push_str(&format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq));
     }
     s.out.extend_from_slice(lines.as_bytes());
@@ -131,16 +172,12 @@ pub async fn select(
     {
         resync(s, &view, &known).await?;
     }
-    s.state = State::Selected {
-        user,
-        view: Box::new(view),
-    };
-    s.dirty = true;
-    Ok(if read_only {
+    let done = if read_only {
         Done::with_code("READ-ONLY", "Examine completed.")
     } else {
         Done::with_code("READ-WRITE", "Select completed.")
-    })
+    };
+    Ok((done, Box::new(Selected::new(view))))
 }
 
 /// Tells a QRESYNC client what changed since it last knew the mailbox: the UIDs
@@ -149,7 +186,7 @@ pub async fn select(
 ///
 /// The view is the snapshot the session now stands on: a UID still in it is not told
 /// as vanished (if it goes later, the catch-up says so), one expunged before it is.
-async fn resync(s: &mut Session, view: &MailboxView, known: &Known) -> CmdResult<()> {
+async fn resync(s: &mut Connection, view: &MailboxView, known: &Known) -> CmdResult<()> {
     let account = view.mailbox.account;
     let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
     let ranges = known.uids.as_ref().map(|set| uid_set_ranges(set, max));
