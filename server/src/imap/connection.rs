@@ -9,8 +9,8 @@ use cpmstore_storage::{AccountId, Change, MailboxId};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 
-use super::ImapCtx;
 use super::codec::Framed;
+use super::context::ImapCtx;
 use crate::net::ConnInfo;
 
 /// What a command asks of the loop after its tagged response.

@@ -28,10 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{broadcast, watch};
 
 use super::codec::{FrameLimits, Framed};
+use super::context::{AccountSlots, ImapCtx, SessionLimits};
 use super::mailbox_view::MailboxView;
 use super::session::{self, Session};
 use super::state::{Login, Selected, State};
-use super::{AccountSlots, ImapCtx, SessionLimits};
 use crate::auth::credentials::Verifier;
 use crate::auth::login::Authenticator;
 use crate::auth::throttle::{Throttle, ThrottleConfig};

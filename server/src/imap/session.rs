@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use imap_codec::imap_types::command::{Command, CommandBody};
 
-use super::ImapCtx;
 use super::codec::{Framed, Incoming};
 use super::command::{self, Dispatched};
 use super::connection::{Connection, Next};
+use super::context::ImapCtx;
 use super::error::{CmdError, status_line};
 use super::state::State;
 use crate::net::ConnInfo;

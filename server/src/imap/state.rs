@@ -8,9 +8,9 @@ use std::sync::Arc;
 use cpmstore_storage::{Account, AccountId, MailboxId};
 
 use super::connection::Connection;
+use super::context::{AccountSlot, PreAuthGuard};
 use super::error::CmdResult;
 use super::mailbox_view::{MailboxView, Report};
-use super::{AccountSlot, PreAuthGuard};
 
 /// The session's state.
 pub enum State {

@@ -11,7 +11,7 @@ use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 
-use super::{mailbox_name, to_flags};
+use super::args::{mailbox_name, to_flags};
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::state::{Login, Selected};

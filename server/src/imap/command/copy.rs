@@ -4,7 +4,7 @@ use cpmstore_storage::Error as StoreError;
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::mailbox_name;
+use super::args::mailbox_name;
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{to_ranges, uid_set_string};

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
-use super::existing_mailbox_name;
+use super::args::existing_mailbox_name;
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdResult, Done};
 use crate::imap::response;

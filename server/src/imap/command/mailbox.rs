@@ -4,7 +4,7 @@ use cpmstore_storage::{Error as StoreError, NewMailbox};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
 
-use super::{existing_mailbox_name, mailbox_name};
+use super::args::{existing_mailbox_name, mailbox_name};
 use crate::imap::connection::{Connection, Next};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::MailboxView;

@@ -15,7 +15,7 @@ use imap_codec::imap_types::mailbox::Mailbox;
 
 use cpmstore_storage::UidRange;
 
-use super::mailbox_name;
+use super::args::mailbox_name;
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges, uid_set_string};
