@@ -2,10 +2,18 @@
 //! the responses waiting to be written, the change bus receiver, and what the loop is
 //! to do after the command. Commands get it next to their state's data
 //! (`state.rs`); neither knows the loop (`session.rs`) that drives them.
+//!
+//! It is also the one writer: commands hand it typed responses ([`Connection::data`],
+//! [`Connection::status`], [`Connection::continuation`]), which it encodes with
+//! imap-codec into the output buffer and writes at [`Connection::flush`]. Bytes go
+//! to the stream only from here and from FETCH's streamed literals.
 
 use std::sync::Arc;
 
 use cpmstore_storage::{AccountId, Change, MailboxId};
+use imap_codec::ResponseCodec;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::response::{Code, CommandContinuationRequest, Data, Response, Status};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -55,6 +63,57 @@ impl Connection {
 
     pub fn is_secure(&self) -> bool {
         self.io.conn().is_secure()
+    }
+
+    /// Queues an untagged data response.
+    pub fn data(&mut self, data: Data<'_>) {
+        self.encode(&Response::Data(data));
+    }
+
+    /// Queues a status response (untagged `OK`/`NO`/`BAD`, or `BYE`).
+    pub fn status(&mut self, status: Status<'_>) {
+        self.encode(&Response::Status(status));
+    }
+
+    /// Queues a command continuation request (`+ ...`).
+    pub fn continuation(&mut self, request: CommandContinuationRequest<'_>) {
+        self.encode(&Response::CommandContinuationRequest(request));
+    }
+
+    /// Queues `* OK [code] text`. `text` is ours (a constant, or numbers we format):
+    /// should it ever be empty or hold CR/LF, it is said without them.
+    pub fn ok(&mut self, code: Option<Code<'_>>, text: &str) {
+        let text = super::response::text(text);
+        match Status::ok(None, code, text.as_str()) {
+            Ok(status) => self.status(status),
+            Err(_) => self.raw(format!("* OK {text}\r\n").as_bytes()),
+        }
+    }
+
+    /// Queues `* BYE text` (see [`Connection::ok`] for the text).
+    pub fn bye(&mut self, text: &str) {
+        let text = super::response::text(text);
+        match Status::bye(None, text.as_str()) {
+            Ok(status) => self.status(status),
+            Err(_) => self.raw(format!("* BYE {text}\r\n").as_bytes()),
+        }
+    }
+
+    /// Queues bytes encoded elsewhere: only for responses imap-types has no type for
+    /// (each caller names the missing type) and for what the fallbacks above say.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn encode(&mut self, response: &Response<'_>) {
+        for fragment in ResponseCodec::default().encode(response) {
+            match fragment {
+                imap_codec::encode::Fragment::Line { data }
+                | imap_codec::encode::Fragment::Literal { data, .. } => {
+                    self.out.extend_from_slice(&data)
+                }
+            }
+        }
     }
 
     /// Writes pending responses if there are many, so memory stays bounded.

@@ -1,12 +1,12 @@
 //! Commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID; and ENABLE, NAMESPACE.
 
-use imap_codec::imap_types::core::{IString, NString, Vec1};
+use imap_codec::imap_types::core::{IString, NString, Quoted, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::response::Data;
 
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdResult, Done};
 use crate::imap::mailbox_view::MailboxView;
-use crate::imap::response;
 use crate::imap::state::Login;
 
 pub fn capability(c: &mut Connection, authenticated: bool) -> CmdResult {
@@ -22,7 +22,7 @@ pub fn noop() -> CmdResult {
 
 /// LOGOUT: the dispatcher makes the state `Logout`.
 pub fn logout(c: &mut Connection) -> CmdResult {
-    c.out.extend_from_slice(b"* BYE Logging out.\r\n");
+    c.bye("Logging out.");
     Ok(Done::text("Logout completed."))
 }
 
@@ -48,16 +48,21 @@ pub fn id(
             .collect();
         tracing::debug!(peer = %c.info.peer, client = fields.join(", "), "ID");
     }
-    let mut line = b"* ID (".to_vec();
-    response::string(&mut line, b"name");
-    line.push(b' ');
-    response::string(&mut line, b"cpmstore");
-    line.push(b' ');
-    response::string(&mut line, b"version");
-    line.push(b' ');
-    response::string(&mut line, env!("CARGO_PKG_VERSION").as_bytes());
-    line.extend_from_slice(b")\r\n");
-    c.out.extend_from_slice(&line);
+    // Quoted strings, as always sent (imap-codec would otherwise pick atoms' form).
+    let quoted = |s: &'static str| Quoted::try_from(s).map(IString::Quoted);
+    if let (Ok(name), Ok(ours), Ok(version), Ok(number)) = (
+        quoted("name"),
+        quoted("cpmstore"),
+        quoted("version"),
+        quoted(env!("CARGO_PKG_VERSION")),
+    ) {
+        c.data(Data::Id {
+            parameters: Some(vec![
+                (name, NString(Some(ours))),
+                (version, NString(Some(number))),
+            ]),
+        });
+    }
     Ok(Done::text("ID completed."))
 }
 
@@ -88,15 +93,16 @@ pub fn enable(
     if condstore_asked {
         login.enable_condstore(view, &mut c.out);
     }
-    let mut enabled = String::from("* ENABLED");
+    let mut enabled = Vec::new();
     if condstore_asked && !condstore_before {
-        enabled.push_str(" CONDSTORE");
+        enabled.push(CapabilityEnable::CondStore);
     }
-    if qresync_enabled {
-        enabled.push_str(" QRESYNC");
+    if qresync_enabled && let Ok(qresync) = CapabilityEnable::try_from("QRESYNC") {
+        enabled.push(qresync);
     }
-    enabled.push_str("\r\n");
-    c.out.extend_from_slice(enabled.as_bytes());
+    c.data(Data::Enabled {
+        capabilities: enabled,
+    });
     Ok(Done::text("Enabled."))
 }
 

@@ -11,11 +11,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use cpmstore_storage::Account;
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::core::AString;
+use imap_codec::imap_types::response::CommandContinuationRequest;
 use imap_codec::imap_types::secret::Secret as WireSecret;
 
 use crate::auth::scram::{self, ClientFirst, Variant};
@@ -102,7 +101,8 @@ async fn first_message(
 ) -> CmdResult<Option<SecretBytes>> {
     match initial {
         Some(ir) => Ok(Some(ir)),
-        None => read_response(s, pre, b"+ \r\n").await,
+        // An empty challenge: `+ ` and nothing after it.
+        None => read_response(s, pre, CommandContinuationRequest::base64(&[][..])).await,
     }
 }
 
@@ -188,8 +188,8 @@ async fn scram(
         Ok(started) => started,
         Err(_) => return fail(s, pre),
     };
-    let prompt = format!("+ {}\r\n", B64.encode(server_first));
-    let Some(client_final) = read_response(s, pre, prompt.as_bytes()).await? else {
+    let prompt = CommandContinuationRequest::base64(server_first.into_bytes());
+    let Some(client_final) = read_response(s, pre, prompt).await? else {
         return Err(cancelled());
     };
     let (account, server_final) = match s
@@ -201,8 +201,8 @@ async fn scram(
         Ok(done) => done,
         Err(_) => return fail(s, pre),
     };
-    let prompt = format!("+ {}\r\n", B64.encode(server_final));
-    match read_response(s, pre, prompt.as_bytes()).await? {
+    let prompt = CommandContinuationRequest::base64(server_final.into_bytes());
+    match read_response(s, pre, prompt).await? {
         Some(ack) if ack.is_empty() => logged_in(s, account),
         Some(_) => Err(CmdError::bad(
             "Expected an empty response after the server's final message.",
@@ -243,10 +243,10 @@ async fn external(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretB
 async fn read_response(
     s: &mut Connection,
     pre: &PreAuth,
-    prompt: &[u8],
+    prompt: CommandContinuationRequest<'_>,
 ) -> CmdResult<Option<SecretBytes>> {
+    s.continuation(prompt);
     s.flush().await?;
-    s.io.write_all(prompt).await?;
     // The exchange is part of logging in: it ends at the login deadline too.
     let line = tokio::time::timeout_at(pre.deadline, s.io.read_auth_line())
         .await
@@ -318,8 +318,7 @@ fn fail<T>(s: &mut Connection, pre: &mut PreAuth) -> CmdResult<T> {
     pre.failures += 1;
     if pre.failures >= s.ctx.max_failures_per_connection {
         tracing::info!(peer = %s.info.peer, failures = pre.failures, "closing the connection after failed logins");
-        s.out
-            .extend_from_slice(b"* BYE Too many failed logins.\r\n");
+        s.bye("Too many failed logins.");
         s.next = Next::Close;
     }
     Err(CmdError::no_code("AUTHENTICATIONFAILED", FAILED))

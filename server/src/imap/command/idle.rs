@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use imap_codec::imap_types::response::CommandContinuationRequest;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::imap::connection::{Connection, Next};
@@ -14,8 +15,10 @@ pub async fn idle(
     login: &Login,
     mut selected: Option<&mut Selected>,
 ) -> CmdResult {
+    if let Ok(go_on) = CommandContinuationRequest::basic(None, "idling") {
+        c.continuation(go_on);
+    }
     c.flush().await?;
-    c.io.write_all(b"+ idling\r\n").await?;
     let keepalive = Duration::from_secs(c.ctx.limits.idle_keepalive_secs.max(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(c.ctx.limits.idle_max_secs);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
@@ -52,7 +55,8 @@ pub async fn idle(
                 }
             }
             _ = ticker.tick() => {
-                c.io.write_all(b"* OK Still here\r\n").await?;
+                c.ok(None, "Still here");
+                c.flush().await?;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 c.next = Next::Close;

@@ -99,8 +99,7 @@ pub async fn delete(
     s.ctx.store.delete_mailbox(account, &name).await?;
     if selected_here {
         // The selected mailbox is gone: back to the authenticated state.
-        s.out
-            .extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
+        s.bye("Selected mailbox was deleted, have to disconnect.");
         s.next = Next::Close;
     }
     Ok((Done::text("Delete completed."), selected_here))

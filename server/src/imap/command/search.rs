@@ -21,6 +21,7 @@
 //! ends with `(MODSEQ m)`, the highest MODSEQ of the messages found.
 
 use std::cell::OnceCell;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use crate::imap::seqset::LazyIntervals;
 use chrono::{FixedOffset, NaiveDate};
@@ -28,6 +29,7 @@ use cpmstore_storage::{
     AccountId, Error as StoreError, Flags, MailboxId, MessageMeta, Store, SystemFlags,
 };
 use imap_codec::imap_types::core::{AString, Charset, Vec1};
+use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Address, Header, HeaderValue, Message, MessageParser, PartType};
@@ -78,7 +80,7 @@ pub async fn search(
         .filter_map(|&(_, msg_uid)| view.modseq_of(msg_uid))
         .max()
         .filter(|_| uses_modseq);
-    s.out.extend_from_slice(&search_response(&numbers, highest));
+    s.data(search_response(&numbers, highest));
     s.maybe_flush().await?;
     Ok(Done::text("Search completed."))
 }
@@ -206,18 +208,10 @@ async fn run(
 
 /// `* SEARCH 2 5 7\r\n`, or `* SEARCH\r\n` for no match; `highest` adds
 /// ` (MODSEQ m)` (a search with MODSEQ that found something).
-fn search_response(numbers: &[u32], highest: Option<u64>) -> Vec<u8> {
-    let mut line = String::with_capacity(30 + numbers.len() * 6);
-    line.push_str("* SEARCH");
-    for n in numbers {
-        line.push(' ');
-        line.push_str(&n.to_string());
-    }
-    if let Some(highest) = highest {
-        line.push_str(&format!(" (MODSEQ {highest})"));
-    }
-    line.push_str("\r\n");
-    line.into_bytes()
+fn search_response(numbers: &[u32], highest: Option<u64>) -> Data<'static> {
+    // Sequence numbers and UIDs start at 1; a MODSEQ of 0 is never a message's.
+    let numbers = numbers.iter().filter_map(|&n| NonZeroU32::new(n)).collect();
+    Data::Search(numbers, highest.and_then(NonZeroU64::new))
 }
 
 // --- the compiled query ---------------------------------------------------------------
@@ -1458,12 +1452,16 @@ nested body words\r\n\
 
     #[test]
     fn response_line() {
-        assert_eq!(search_response(&[], None), b"* SEARCH\r\n");
-        assert_eq!(search_response(&[2, 5, 7], None), b"* SEARCH 2 5 7\r\n");
-        assert_eq!(
-            search_response(&[2, 5], Some(917)),
-            b"* SEARCH 2 5 (MODSEQ 917)\r\n"
-        );
+        use imap_codec::ResponseCodec;
+        use imap_codec::encode::Encoder;
+        use imap_codec::imap_types::response::Response;
+        let line = |numbers: &[u32], highest| {
+            let data = Response::Data(search_response(numbers, highest));
+            ResponseCodec::default().encode(&data).dump()
+        };
+        assert_eq!(line(&[], None), b"* SEARCH\r\n");
+        assert_eq!(line(&[2, 5, 7], None), b"* SEARCH 2 5 7\r\n");
+        assert_eq!(line(&[2, 5], Some(917)), b"* SEARCH 2 5 (MODSEQ 917)\r\n");
     }
 
     #[test]

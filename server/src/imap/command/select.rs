@@ -12,6 +12,7 @@
 use futures::TryStreamExt;
 use imap_codec::imap_types::command::SelectParameter;
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::Code;
 
 use cpmstore_storage::UidRange;
 
@@ -87,8 +88,7 @@ pub async fn select(
     }
     // Selecting (even failing to) leaves the previously selected mailbox, without expunge.
     if was_selected {
-        s.out
-            .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed.\r\n");
+        s.ok(Some(Code::Closed), "Previous mailbox closed.");
     }
     if parameters.contains(&SelectParameter::CondStore) {
         // Nothing is selected now: SELECT's own answer tells HIGHESTMODSEQ.
