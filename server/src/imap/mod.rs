@@ -20,6 +20,8 @@ pub mod response;
 pub mod seqset;
 pub mod session;
 pub mod state;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 

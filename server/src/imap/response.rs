@@ -3,6 +3,32 @@
 //! `mime.rs` / `command/fetch.rs`.
 
 use cpmstore_storage::{Flags, SystemFlags};
+use imap_codec::imap_types::sequence::SequenceSet;
+
+/// A set of UIDs in its shortest form (`1:3,7`) for a typed response; `None` when
+/// there are none (a sequence set is never empty).
+pub fn uid_sequence_set(uids: &[u32]) -> Option<SequenceSet> {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut text = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        if !text.is_empty() {
+            text.push(',');
+        }
+        text.push_str(&start.to_string());
+        if sorted[i] != start {
+            text.push_str(&format!(":{}", sorted[i]));
+        }
+        i += 1;
+    }
+    SequenceSet::try_from(text.as_str()).ok()
+}
 
 /// An IMAP string: an atom-safe quoted string when possible, else a literal.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
@@ -93,6 +119,29 @@ mod tests {
             string(&mut out, input);
             assert_eq!(&out[..], *expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn uid_sets_are_shortest() {
+        let set = |uids: &[u32]| {
+            uid_sequence_set(uids).map(|set| {
+                let data = imap_codec::imap_types::response::Data::Vanished {
+                    earlier: false,
+                    known_uids: set,
+                };
+                let response = imap_codec::imap_types::response::Response::Data(data);
+                use imap_codec::encode::Encoder;
+                imap_codec::ResponseCodec::default()
+                    .encode(&response)
+                    .dump()
+            })
+        };
+        assert_eq!(set(&[]), None);
+        assert_eq!(
+            set(&[7, 1, 2, 3, 9, 10]).unwrap(),
+            b"* VANISHED 1:3,7,9:10\r\n"
+        );
+        assert_eq!(set(&[5]).unwrap(), b"* VANISHED 5\r\n");
     }
 
     #[test]

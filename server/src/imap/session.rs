@@ -273,3 +273,217 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
     c.out = Vec::new();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::{Opening, PASSWORD, Start, USERNAME};
+    use crate::imap::testing::{Client, harness, line_matches, table};
+
+    /// The greeting tells the capabilities of the state the session starts in.
+    #[tokio::test]
+    async fn greeting() {
+        let (_dir, mut h) = harness().await;
+        let (c, greeting) = Client::start(&mut h, Opening::new(Start::NotAuthenticated)).await;
+        assert_eq!(
+            greeting,
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN \
+             AUTH=SCRAM-SHA-256] cpmstore ready."
+        );
+        assert_eq!(c.close().await, "");
+    }
+
+    #[tokio::test]
+    async fn login_moves_to_authenticated() {
+        table(
+            Start::NotAuthenticated,
+            &[(
+                &[
+                    "a SELECT INBOX",
+                    &format!("b LOGIN {USERNAME} wrong"),
+                    &format!("c LOGIN {USERNAME} {PASSWORD}"),
+                    "d LOGIN again please",
+                    "e STATUS INBOX (MESSAGES)",
+                ],
+                &[
+                    "a BAD Command not allowed before login.",
+                    "b NO [AUTHENTICATIONFAILED] Authentication failed.",
+                    "c OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE ...",
+                    "d BAD Command not allowed in this state.",
+                    "* STATUS INBOX (MESSAGES 3)",
+                    "e OK Status completed.",
+                ],
+            )],
+        )
+        .await;
+    }
+
+    /// STARTTLS on a channel already protected is refused, and the state stays
+    /// not authenticated. (The upgrade itself is tested end to end, over TCP.)
+    #[tokio::test]
+    async fn starttls_keeps_the_state() {
+        table(
+            Start::NotAuthenticated,
+            &[(
+                &["a STARTTLS", "b NAMESPACE"],
+                &[
+                    "a BAD TLS is already active.",
+                    "b BAD Command not allowed before login.",
+                ],
+            )],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn select_moves_to_selected_and_close_unselect_back() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &["a FETCH 1 (UID)", "b EXAMINE INBOX", "c FETCH 1 (UID)"],
+                    &[
+                        "a BAD Command not allowed in this state.",
+                        "* FLAGS (...",
+                        "* OK [PERMANENTFLAGS ()] Flags permitted.",
+                        "* 3 EXISTS",
+                        "* 0 RECENT",
+                        "* OK [UNSEEN ...",
+                        "* OK [UIDVALIDITY ...",
+                        "* OK [UIDNEXT 4] Predicted next UID.",
+                        "b OK [READ-ONLY] Examine completed.",
+                        "* 1 FETCH (UID 1)",
+                        "c OK Fetch completed.",
+                    ],
+                ),
+                (
+                    &[
+                        "a SELECT Nope",
+                        "b SELECT INBOX",
+                        "c SELECT Nope",
+                        "d UID FETCH 1 (UID)",
+                    ],
+                    &[
+                        "a NO [NONEXISTENT] Mailbox doesn't exist",
+                        "* FLAGS (...",
+                        "* OK [PERMANENTFLAGS (...",
+                        "* 3 EXISTS",
+                        "* 0 RECENT",
+                        "* OK [UNSEEN ...",
+                        "* OK [UIDVALIDITY ...",
+                        "* OK [UIDNEXT 4] Predicted next UID.",
+                        "b OK [READ-WRITE] Select completed.",
+                        "* OK [CLOSED] Previous mailbox closed.",
+                        "c NO [NONEXISTENT] Mailbox doesn't exist",
+                        "d BAD Command not allowed in this state.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: false },
+            &[
+                (
+                    &["a CLOSE", "b FETCH 1 (UID)", "c NOOP"],
+                    &[
+                        "a OK Close completed.",
+                        "b BAD Command not allowed in this state.",
+                        "c OK NOOP completed.",
+                    ],
+                ),
+                (
+                    &["a UNSELECT", "b UNSELECT"],
+                    &[
+                        "a OK Unselect completed.",
+                        "b BAD Command not allowed in this state.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn logout_ends_the_session() {
+        let (_dir, mut h) = harness().await;
+        for start in [Start::NotAuthenticated, Start::Selected { read_only: true }] {
+            let (mut c, _) = Client::start(&mut h, Opening::new(start)).await;
+            c.send("a LOGOUT").await;
+            assert_eq!(c.line().await.as_deref(), Some("* BYE Logging out."));
+            assert_eq!(c.line().await.as_deref(), Some("a OK Logout completed."));
+            assert_eq!(c.line().await, None, "the server closes");
+            c.close().await;
+        }
+    }
+
+    /// IDLE says it is still there every `idle_keepalive_secs`, and ends after
+    /// `idle_max_secs` (virtual time).
+    #[tokio::test]
+    async fn idle_keepalive_and_limit() {
+        let (_dir, mut h) = harness().await;
+        let (mut c, _) = Client::start(&mut h, Opening::new(Start::Authenticated)).await;
+        c.send("a IDLE").await;
+        assert_eq!(c.line().await.as_deref(), Some("+ idling"));
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        let keepalive = h.ctx().limits.idle_keepalive_secs;
+        let max = h.ctx().limits.idle_max_secs;
+        let mut keepalives = 0;
+        loop {
+            let line = c.line().await.expect("a line");
+            if line == "* OK Still here" {
+                keepalives += 1;
+                continue;
+            }
+            assert_eq!(line, "* BYE IDLE for too long; disconnecting.");
+            break;
+        }
+        assert_eq!(started.elapsed().as_secs(), max);
+        // A keepalive due at the very end may or may not come before the BYE.
+        let k = keepalive.max(1);
+        assert!(
+            (max - 1) / k <= keepalives && keepalives <= max / k,
+            "{keepalives}"
+        );
+        assert_eq!(c.line().await, None);
+        c.close().await;
+    }
+
+    /// A session that does not log in in time is told so and closed; one that is
+    /// idle too long after login too (virtual time).
+    #[tokio::test]
+    async fn login_timeout_and_autologout() {
+        let (_dir, mut h) = harness().await;
+        let cases = [
+            (
+                Start::NotAuthenticated,
+                "* BYE Login timeout; log in sooner.",
+            ),
+            (Start::Authenticated, "* BYE Autologout; idle for too long."),
+        ];
+        for (start, bye) in cases {
+            let (mut c, _) = Client::start(&mut h, Opening::new(start)).await;
+            tokio::time::pause();
+            let line = c.line().await.expect("a BYE");
+            assert!(line_matches(&line, bye), "{line}");
+            assert_eq!(c.line().await, None);
+            c.close().await;
+            tokio::time::resume();
+        }
+    }
+
+    #[tokio::test]
+    async fn unparsable_commands_are_bad() {
+        table(
+            Start::Authenticated,
+            &[(
+                &["a FROBNICATE", "b NOOP"],
+                &[
+                    "a BAD Error in IMAP command: could not parse it.",
+                    "b OK NOOP completed.",
+                ],
+            )],
+        )
+        .await;
+    }
+}

@@ -112,3 +112,76 @@ pub fn namespace(c: &mut Connection) -> CmdResult {
         .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
     Ok(Done::text("Namespace completed."))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn any_state_commands() {
+        table(
+            Start::NotAuthenticated,
+            &[
+                (
+                    &["a CAPABILITY"],
+                    &[
+                        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN AUTH=SCRAM-SHA-256",
+                        "a OK Capability completed.",
+                    ],
+                ),
+                (&["a NOOP"], &["a OK NOOP completed."]),
+                (
+                    &["a ID NIL"],
+                    &[
+                        "* ID (\"name\" \"cpmstore\" \"version\" \"...",
+                        "a OK ID completed.",
+                    ],
+                ),
+                (
+                    &["a LOGOUT"],
+                    &["* BYE Logging out.", "a OK Logout completed."],
+                ),
+                (
+                    &["a ENABLE CONDSTORE"],
+                    &["a BAD Command not allowed before login."],
+                ),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn authenticated_commands() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &["a CAPABILITY"],
+                    &[
+                        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS \
+                         UNSELECT CHILDREN SPECIAL-USE MOVE CONDSTORE QRESYNC APPENDLIMIT=...",
+                        "a OK Capability completed.",
+                    ],
+                ),
+                (
+                    &["a ENABLE CONDSTORE QRESYNC", "b ENABLE CONDSTORE"],
+                    &[
+                        "* ENABLED CONDSTORE QRESYNC",
+                        "a OK Enabled.",
+                        "* ENABLED",
+                        "b OK Enabled.",
+                    ],
+                ),
+                (
+                    &["a NAMESPACE"],
+                    &[
+                        "* NAMESPACE ((\"\" \"/\")) NIL NIL",
+                        "a OK Namespace completed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
+}

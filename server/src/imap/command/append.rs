@@ -123,3 +123,31 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn append() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a APPEND INBOX (\\Seen) {11+}\r\nHello world",
+                    "b APPEND Nope {2+}\r\nHi",
+                    "c APPEND INBOX {0+}\r\n",
+                ],
+                &[
+                    "* 4 EXISTS",
+                    "* 1 RECENT",
+                    "a OK [APPENDUID ... 4] Append completed.",
+                    "b NO [TRYCREATE] Mailbox doesn't exist.",
+                    "c NO Can't save an empty message.",
+                ],
+            )],
+        )
+        .await;
+    }
+}

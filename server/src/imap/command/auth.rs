@@ -343,3 +343,48 @@ mod tests {
         assert_eq!(split_plain(b"\0a\0p\0w"), None);
     }
 }
+
+#[cfg(test)]
+mod table_tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+
+    use crate::imap::harness::{PASSWORD, Start, USERNAME};
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn authenticate_plain_and_failures() {
+        let plain = B64.encode(format!("\0{USERNAME}\0{PASSWORD}"));
+        let wrong = B64.encode(format!("\0{USERNAME}\0nope"));
+        let ir = format!("a AUTHENTICATE PLAIN {plain}");
+        let wrong_ir = format!("a AUTHENTICATE PLAIN {wrong}");
+        table(
+            Start::NotAuthenticated,
+            &[
+                (
+                    &["a AUTHENTICATE PLAIN", &plain],
+                    &["+ ", "a OK [CAPABILITY IMAP4rev1 ...] Logged in."],
+                ),
+                (&[&ir], &["a OK [CAPABILITY IMAP4rev1 ...] Logged in."]),
+                (
+                    &["a AUTHENTICATE PLAIN", "*"],
+                    &["+ ", "a BAD Authentication cancelled."],
+                ),
+                (
+                    &["a AUTHENTICATE CRAM-MD5"],
+                    &["a NO Unsupported authentication mechanism CRAM-MD5."],
+                ),
+                (
+                    &[&wrong_ir, &wrong_ir, &wrong_ir],
+                    &[
+                        "a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                        "a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                        "* BYE Too many failed logins.",
+                        "a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
+}

@@ -71,3 +71,39 @@ pub async fn copy(
     }
     Ok(Done::with_code(code, "Copy completed."))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn copy_and_move() {
+        table(
+            Start::Selected { read_only: false },
+            &[
+                (
+                    &[
+                        "a COPY 1:2 Archive",
+                        "b COPY 1 Nope",
+                        "c UID COPY 99 Archive",
+                    ],
+                    &[
+                        "a OK [COPYUID ... 1:2 ...] Copy completed.",
+                        "b NO [TRYCREATE] Mailbox doesn't exist.",
+                        "c OK No messages matched; copy completed.",
+                    ],
+                ),
+                (
+                    &["a MOVE 1 Archive"],
+                    &[
+                        "* OK [COPYUID ... 1 ...] Moved UIDs.",
+                        "* 1 EXPUNGE",
+                        "a OK Move completed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
+}

@@ -53,3 +53,56 @@ pub async fn close(c: &mut Connection, login: &Login, selected: &Selected) -> Cm
 pub fn unselect() -> CmdResult {
     Ok(Done::text("Unselect completed."))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn expunge_close_unselect() {
+        table(
+            Start::Selected { read_only: false },
+            &[
+                (
+                    &[
+                        "a STORE 2 +FLAGS.SILENT (\\Deleted)",
+                        "b EXPUNGE",
+                        "c EXPUNGE",
+                    ],
+                    &[
+                        "a OK Store completed.",
+                        "* 2 EXPUNGE",
+                        "b OK Expunge completed.",
+                        "c OK Expunge completed.",
+                    ],
+                ),
+                (
+                    &[
+                        "a STORE 1:2 +FLAGS.SILENT (\\Deleted)",
+                        "b UID EXPUNGE 2",
+                        "c CLOSE",
+                    ],
+                    &[
+                        "a OK Store completed.",
+                        "* 2 EXPUNGE",
+                        "b OK Expunge completed.",
+                        "c OK Close completed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: true },
+            &[(
+                &["a EXPUNGE", "b UNSELECT"],
+                &[
+                    "a NO [READ-ONLY] Mailbox is read-only.",
+                    "b OK Unselect completed.",
+                ],
+            )],
+        )
+        .await;
+    }
+}

@@ -28,15 +28,14 @@ use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
 };
+use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{
-    MailboxView, read_rows, to_ranges, uid_set_ranges, uid_set_string,
-};
+use crate::imap::mailbox_view::{MailboxView, read_rows, to_ranges, uid_set_ranges};
 use crate::imap::mime::{self, Message};
-use crate::imap::response::{flag_list, string};
+use crate::imap::response::{flag_list, string, uid_sequence_set};
 use crate::imap::state::{Login, Selected};
 
 /// Messages asked of the store per round trip.
@@ -225,9 +224,11 @@ async fn vanished_earlier(
         .store
         .expunged_since(account, mailbox, since, Some(&ranges))
         .await?;
-    if !gone.is_empty() {
-        let line = format!("* VANISHED (EARLIER) {}\r\n", uid_set_string(&gone));
-        s.out.extend_from_slice(line.as_bytes());
+    if let Some(known_uids) = uid_sequence_set(&gone) {
+        s.data(Data::Vanished {
+            earlier: true,
+            known_uids,
+        });
     }
     Ok(())
 }
@@ -964,5 +965,37 @@ mod tests {
         for (secs, tz, expected) in cases {
             assert_eq!(internal_date(*secs, *tz), *expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn fetch_and_uid_fetch() {
+        table(
+            Start::Selected { read_only: true },
+            &[(
+                &[
+                    "a FETCH 1:* (UID)",
+                    "b UID FETCH 3 (UID RFC822.SIZE)",
+                    "c FETCH 9 (UID)",
+                    "d UID FETCH 1 (UID) (VANISHED)",
+                ],
+                &[
+                    "* 1 FETCH (UID 1)",
+                    "* 2 FETCH (UID 2)",
+                    "* 3 FETCH (UID 3)",
+                    "a OK Fetch completed.",
+                    "* 3 FETCH (UID 3 RFC822.SIZE ...",
+                    "b OK Fetch completed.",
+                    "c BAD...",
+                    "d BAD VANISHED needs QRESYNC, which is not enabled.",
+                ],
+            )],
+        )
+        .await;
     }
 }

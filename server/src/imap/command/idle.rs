@@ -69,3 +69,52 @@ pub async fn idle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::{Opening, Start};
+    use crate::imap::testing::{Client, harness, table};
+
+    #[tokio::test]
+    async fn idle_until_done() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &["a IDLE", "DONE", "b NOOP"],
+                &["+ idling", "a OK Idle completed.", "b OK NOOP completed."],
+            )],
+        )
+        .await;
+        table(
+            Start::Authenticated,
+            &[(&["a IDLE", "DONE"], &["+ idling", "a OK Idle completed."])],
+        )
+        .await;
+    }
+
+    /// A change committed by another session reaches an idling one at once.
+    #[tokio::test]
+    async fn changes_are_told_while_idling() {
+        let (_dir, mut h) = harness().await;
+        let (mut idler, _) =
+            Client::start(&mut h, Opening::new(Start::Selected { read_only: false })).await;
+        let (mut other, _) =
+            Client::start(&mut h, Opening::new(Start::Selected { read_only: false })).await;
+        idler.send("a IDLE").await;
+        assert_eq!(idler.line().await.as_deref(), Some("+ idling"));
+        other.send("b STORE 1 +FLAGS.SILENT (\\Flagged)").await;
+        assert_eq!(
+            other.until_answer("b").await.last().map(String::as_str),
+            Some("b OK Store completed.")
+        );
+        let told = idler.line().await.expect("a FETCH");
+        assert!(
+            told.starts_with("* 1 FETCH (UID 1 FLAGS (") && told.contains("\\Flagged"),
+            "{told}"
+        );
+        idler.send("DONE").await;
+        assert_eq!(idler.line().await.as_deref(), Some("a OK Idle completed."));
+        idler.close().await;
+        other.close().await;
+    }
+}

@@ -211,3 +211,37 @@ mod tests {
         assert!(matches_name(b"iNbOx/%", "INBOX/x"));
     }
 }
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn list_and_lsub() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &[
+                        "a LIST \"\" \"\"",
+                        "b LIST \"\" INBOX",
+                        "c LIST \"\" Nothing*",
+                    ],
+                    &[
+                        "* LIST (\\Noselect) \"/\" \"\"",
+                        "a OK List completed.",
+                        "* LIST (\\HasNoChildren) \"/\" INBOX",
+                        "b OK List completed.",
+                        "c OK List completed.",
+                    ],
+                ),
+                (
+                    &["a LSUB \"\" INBOX"],
+                    &["* LSUB () \"/\" INBOX", "a OK Lsub completed."],
+                ),
+            ],
+        )
+        .await;
+    }
+}

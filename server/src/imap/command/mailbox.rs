@@ -223,3 +223,64 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn create_rename_delete_subscribe_status() {
+        table(
+            Start::Authenticated,
+            &[(
+                &[
+                    "a CREATE Work/2026",
+                    "b CREATE Work",
+                    "c RENAME Work/2026 Work/2027",
+                    "d DELETE Work",
+                    "e DELETE Work/2027",
+                    "f SUBSCRIBE Work",
+                    "g UNSUBSCRIBE Work",
+                    "h STATUS Work (MESSAGES UIDNEXT UNSEEN RECENT)",
+                    "i DELETE INBOX",
+                    "j CREATE inbox",
+                ],
+                &[
+                    "a OK Create completed.",
+                    "b NO [ALREADYEXISTS] Mailbox already exists.",
+                    "c OK Rename completed.",
+                    "d NO [HASCHILDREN] Mailbox has children, delete them first.",
+                    "e OK Delete completed.",
+                    "f OK Subscribe completed.",
+                    "g OK Unsubscribe completed.",
+                    "* STATUS \"Work\" (MESSAGES 0 UIDNEXT 1 UNSEEN 0 RECENT 0)",
+                    "h OK Status completed.",
+                    "i NO INBOX can't be deleted.",
+                    "j NO [ALREADYEXISTS] Mailbox already exists.",
+                ],
+            )],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &["a CREATE Gone", "b SELECT Gone", "c DELETE Gone"],
+                &[
+                    "a OK Create completed.",
+                    "* OK [CLOSED] Previous mailbox closed.",
+                    "* FLAGS (...",
+                    "* OK [PERMANENTFLAGS (...",
+                    "* 0 EXISTS",
+                    "* 0 RECENT",
+                    "* OK [UIDVALIDITY ...",
+                    "* OK [UIDNEXT 1] Predicted next UID.",
+                    "b OK [READ-WRITE] Select completed.",
+                    "* BYE Selected mailbox was deleted, have to disconnect.",
+                    "c OK Delete completed.",
+                ],
+            )],
+        )
+        .await;
+    }
+}

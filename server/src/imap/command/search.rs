@@ -1496,3 +1496,35 @@ nested body words\r\n\
         assert!(matches(&query("NOT ON 2-Mar-2024"), &ctx));
     }
 }
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn search_and_uid_search() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a SEARCH ALL",
+                    "b UID SEARCH 2:*",
+                    "c SEARCH CHARSET KOI8-R ALL",
+                    "d SEARCH MODSEQ 1",
+                ],
+                &[
+                    "* SEARCH 1 2 3",
+                    "a OK Search completed.",
+                    "* SEARCH 2 3",
+                    "b OK Search completed.",
+                    "c NO [BADCHARSET (UTF-8 US-ASCII)]...",
+                    "* OK [HIGHESTMODSEQ ...",
+                    "* SEARCH 1 2 3 (MODSEQ ...",
+                    "d OK Search completed.",
+                ],
+            )],
+        )
+        .await;
+    }
+}

@@ -145,3 +145,40 @@ fn finish(modified: String) -> CmdResult {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn store_flags() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a STORE 1 FLAGS (\\Seen $Work)",
+                    "b UID STORE 1 -FLAGS.SILENT ($Work)",
+                    "c STORE 1 +FLAGS (\\Recent)",
+                ],
+                &[
+                    "* FLAGS (...",
+                    "* OK [PERMANENTFLAGS (...",
+                    "* 1 FETCH (FLAGS (\\Seen $Work))",
+                    "a OK Store completed.",
+                    "b OK Store completed.",
+                    "c BAD...",
+                ],
+            )],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: true },
+            &[(
+                &["a STORE 1 +FLAGS (\\Seen)"],
+                &["a NO [READ-ONLY] Mailbox is read-only."],
+            )],
+        )
+        .await;
+    }
+}
