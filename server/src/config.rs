@@ -546,7 +546,7 @@ impl Default for LimitsConfig {
             max_command_bytes: 65536,
             max_literal_bytes: 52_428_800,
             login_timeout_secs: 60,
-            max_preauth_command_bytes: 8192,
+            max_preauth_command_bytes: 32768,
             max_preauth_connections: 2500,
             max_preauth_connections_per_ip: 20,
             write_timeout_secs: 60,

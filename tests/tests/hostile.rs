@@ -266,7 +266,7 @@ fn a_command_before_login_stays_small() {
     // A synchronising literal too large before login is refused unsent; the connection
     // goes on.
     let mut c = Client::plain(server.imap);
-    c.send_raw(b"l1 LOGIN mallory {9000}\r\n");
+    c.send_raw(b"l1 LOGIN mallory {40000}\r\n");
     let line = c.read_line().expect("answer");
     assert!(line.starts_with("l1 NO [TOOBIG]"), "{line}");
     c.command("NOOP").ok();

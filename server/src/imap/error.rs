@@ -71,12 +71,15 @@ impl From<StoreError> for CmdError {
     }
 }
 
-/// A mailbox name that is not modified UTF-7: `BAD`, saying why.
+/// A mailbox name that is not modified UTF-7: `NO [CANNOT]`, saying why. (NO, not
+/// BAD: the command is well formed, the name is one no mailbox can have; clients and
+/// ImapTest treat BAD as a broken session.)
 impl From<super::mutf7::Invalid> for CmdError {
     fn from(e: super::mutf7::Invalid) -> Self {
-        CmdError::Bad(format!(
-            "Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): {e}."
-        ))
+        CmdError::no_code(
+            "CANNOT",
+            format!("Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): {e}."),
+        )
     }
 }
 
@@ -146,7 +149,7 @@ mod tests {
             ),
             (
                 CmdError::from(crate::imap::mutf7::Invalid::EncodedAscii { at: 0 }),
-                "a BAD Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): \
+                "a NO [CANNOT] Invalid mailbox name: malformed modified UTF-7 (RFC 3501 5.1.3): \
                  the shift sequence at byte 0 encodes printable US-ASCII, which must be \
                  written as itself.\r\n",
             ),

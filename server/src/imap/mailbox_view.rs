@@ -299,11 +299,24 @@ impl MailboxView {
 
     /// Tells the client about expunges it has not heard of yet: `n EXPUNGE` lines, or
     /// with QRESYNC (`vanished`) one `VANISHED uid-set` line (RFC 7162 3.2.10).
+    /// When messages that were \Recent go, the new RECENT count follows (as Dovecot
+    /// sends it), so the client's count never exceeds EXISTS.
     pub fn flush_expunges(&mut self, vanished: bool, out: &mut Vec<u8>) {
         self.pending_since = None;
         if self.pending_expunge.is_empty() {
             return;
         }
+        let recent_gone = self
+            .pending_expunge
+            .iter()
+            .any(|&uid| self.uids.binary_search(&uid).is_ok() && self.is_recent(uid));
+        self.remove_pending(vanished, out);
+        if recent_gone {
+            out.extend_from_slice(format!("* {} RECENT\r\n", self.recent_count()).as_bytes());
+        }
+    }
+
+    fn remove_pending(&mut self, vanished: bool, out: &mut Vec<u8>) {
         if vanished {
             let gone: Vec<u32> = std::mem::take(&mut self.pending_expunge)
                 .into_iter()
@@ -523,6 +536,34 @@ mod tests {
             "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n"
         );
         assert_eq!(v.uid_of(1), Some(5));
+    }
+
+    #[test]
+    fn expunging_recent_messages_tells_the_new_recent_count() {
+        let mut v = view(&[3, 5, 9]);
+        v.add_recent(5..10);
+        let mut out = Vec::new();
+        let changes = MailboxChanges {
+            highestmodseq: 6,
+            uidnext: 100,
+            changed: vec![],
+            expunged: vec![9],
+        };
+        v.apply(changes, true, Report::default(), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "* 3 EXPUNGE\r\n* 1 RECENT\r\n"
+        );
+        // A message that was not \Recent: no RECENT line.
+        let mut out = Vec::new();
+        let changes = MailboxChanges {
+            highestmodseq: 7,
+            uidnext: 100,
+            changed: vec![],
+            expunged: vec![3],
+        };
+        v.apply(changes, true, Report::default(), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "* 1 EXPUNGE\r\n");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! - `session`: implicit TLS, LOGIN + SELECT INBOX, then silent (an idle mail client);
 //! - `session-idle`: the same, then IDLE (a client waiting for push);
 //! - `plain-idle`: cleartext port, greeting read, then silent;
-//! - `plain-partial`: cleartext port, 8,000 bytes of a command line without its CRLF
-//!   (under `limits.max_preauth_command_bytes`, 8 KiB, so the server keeps waiting);
+//! - `plain-partial`: cleartext port, 32,000 bytes of a command line without its CRLF
+//!   (under `limits.max_preauth_command_bytes`, 32 KiB, so the server keeps waiting);
 //! - `tls-no-handshake`: implicit-TLS port, TCP connected, no ClientHello;
 //! - `tls-hello`: implicit-TLS port, a ClientHello sent and nothing more (the server
 //!   has answered and waits for the client's Finished);
@@ -16,7 +16,7 @@
 //!   64 KiB (the most rustls joins across records), in 16 KiB records;
 //! - `tls-long-hello`: the same with 7,500 bytes, under the server's 8 KiB limit on
 //!   what a client may send during a handshake (the most it can make a handshake hold);
-//! - `tls-partial`: implicit TLS, handshake done, greeting read, then 8,000 bytes of a
+//! - `tls-partial`: implicit TLS, handshake done, greeting read, then 32,000 bytes of a
 //!   command line without its CRLF;
 //! - `starttls-idle`: cleartext port, STARTTLS and its handshake, then silent;
 //! - `psk-no-handshake`: PSK-TLS port (OpenSSL), TCP connected, nothing sent;
@@ -68,8 +68,8 @@ const WARM_UP: usize = 16;
 const PARALLEL: usize = 32;
 /// Source addresses 127.0.0.1 ..= 127.0.0.SOURCES.
 const SOURCES: u8 = 16;
-/// A command line that never ends, under the 8 KiB pre-auth cap.
-const PARTIAL_BYTES: usize = 8000;
+/// A command line that never ends, under the 32 KiB pre-auth cap.
+const PARTIAL_BYTES: usize = 32_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {

@@ -196,7 +196,7 @@ pub async fn fetch(
         // RFC 5530: the client asked by sequence number for messages that are gone.
         return Err(CmdError::no_code(
             "EXPUNGEISSUED",
-            "Some messages were expunged.",
+            "Some of the requested messages no longer exist.",
         ));
     }
     Ok(Done::text("Fetch completed."))
