@@ -283,7 +283,7 @@ mod tests {
                     &["a SELECT INBOX (QRESYNC (1 1))", "b EXAMINE \"&AGE-\""],
                     &[
                         "a BAD QRESYNC is not enabled.",
-                        "b BAD Invalid mailbox name: malformed modified UTF-7...",
+                        "b NO [CANNOT] Invalid mailbox name: malformed modified UTF-7...",
                     ],
                 ),
             ],
