@@ -181,7 +181,7 @@ async fn authenticated_state(
             ))
             .await
         }
-        C::Idle => Box::pin(idle::idle(c, login, selected.as_deref_mut())).await,
+        C::Idle => Box::pin(idle::idle(c, login, selected)).await,
         _ => {
             return Dispatched::Refused(CmdError::bad("Command not allowed in this state."));
         }
