@@ -3,7 +3,32 @@
 //! `mime.rs` / `command/fetch.rs`.
 
 use cpmstore_storage::{Flags, SystemFlags};
+use imap_codec::imap_types::core::{AString, IString, Literal, Quoted};
+use imap_codec::imap_types::mailbox::{Mailbox, MailboxOther};
 use imap_codec::imap_types::sequence::SequenceSet;
+
+/// A stored mailbox name as a typed response spells it, as [`mailbox`] does: `INBOX`
+/// as an atom, else a quoted string or (past what quoting can carry) a literal. `None`
+/// for a name no mailbox can have on the wire (another spelling of INBOX).
+pub fn wire_mailbox(name: &str) -> Option<Mailbox<'static>> {
+    if name == "INBOX" {
+        return Some(Mailbox::Inbox);
+    }
+    let string = if quotable(name.as_bytes()) {
+        IString::Quoted(Quoted::try_from(name.to_owned()).ok()?)
+    } else {
+        IString::Literal(Literal::try_from(name.as_bytes().to_vec()).ok()?)
+    };
+    let name = AString::String(string);
+    MailboxOther::validate(name.as_ref()).ok()?;
+    Some(Mailbox::Other(MailboxOther::unvalidated(name)))
+}
+
+fn quotable(s: &[u8]) -> bool {
+    s.len() < 1024
+        && s.iter()
+            .all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0)
+}
 
 /// A set of UIDs in its shortest form (`1:3,7`) for a typed response; `None` when
 /// there are none (a sequence set is never empty).
@@ -32,10 +57,7 @@ pub fn uid_sequence_set(uids: &[u32]) -> Option<SequenceSet> {
 
 /// An IMAP string: an atom-safe quoted string when possible, else a literal.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    let quotable = s.len() < 1024
-        && s.iter()
-            .all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0);
-    if quotable {
+    if quotable(s) {
         out.push(b'"');
         for &b in s {
             if b == b'"' || b == b'\\' {

@@ -1,7 +1,8 @@
 //! Commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID; and ENABLE, NAMESPACE.
 
-use imap_codec::imap_types::core::{IString, NString, Quoted, Vec1};
+use imap_codec::imap_types::core::{IString, NString, Quoted, QuotedChar, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::response::Data;
 
 use crate::imap::connection::Connection;
@@ -108,8 +109,13 @@ pub fn enable(
 
 /// RFC 2342: one personal namespace, `/` separated.
 pub fn namespace(c: &mut Connection) -> CmdResult {
-    c.out
-        .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+    if let (Ok(prefix), Ok(delimiter)) = (Quoted::try_from(""), QuotedChar::try_from('/')) {
+        c.data(Data::Namespace {
+            personal: vec![Namespace::new(IString::Quoted(prefix), Some(delimiter))],
+            other: Vec::new(),
+            shared: Vec::new(),
+        });
+    }
     Ok(Done::text("Namespace completed."))
 }
 

@@ -1,7 +1,12 @@
 //! COPY, MOVE (RFC 6851) and their UID forms, with COPYUID (UIDPLUS).
 
+use std::num::NonZeroU32;
+
 use cpmstore_storage::Error as StoreError;
+use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::Code;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::args::mailbox_name;
@@ -65,11 +70,41 @@ pub async fn copy(
     );
     if mv {
         // RFC 6851: COPYUID goes in an untagged OK before the EXPUNGEs.
-        s.out
-            .extend_from_slice(format!("* OK [{code}] Moved UIDs.\r\n").as_bytes());
+        match (
+            NonZeroU32::new(copied.uidvalidity),
+            uid_set(&copied.source_uids),
+            uid_set(&copied.dest_uids),
+        ) {
+            (Some(uid_validity), Some(source), Some(destination)) => s.ok(
+                Some(Code::CopyUid {
+                    uid_validity,
+                    source,
+                    destination,
+                }),
+                "Moved UIDs.",
+            ),
+            // Not reached: something was moved, to a mailbox with a UIDVALIDITY.
+            _ => s.ok(None, "Moved UIDs."),
+        }
         return Ok(Done::text("Move completed."));
     }
     Ok(Done::with_code(code, "Copy completed."))
+}
+
+/// UIDs as UIDPLUS's `uid-set`, in their shortest form; `None` when there are none.
+fn uid_set(uids: &[u32]) -> Option<UidSet> {
+    let elements: Vec<UidElement> = to_ranges(uids)
+        .iter()
+        .filter_map(|r| {
+            let (start, end) = (NonZeroU32::new(r.start)?, NonZeroU32::new(r.end)?);
+            Some(if start == end {
+                UidElement::Single(start)
+            } else {
+                UidElement::Range(start, end)
+            })
+        })
+        .collect();
+    Vec1::try_from(elements).ok().map(UidSet)
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, STATUS.
 
+use std::num::NonZeroU32;
+
 use cpmstore_storage::{Error as StoreError, NewMailbox};
 use imap_codec::imap_types::mailbox::Mailbox;
-use imap_codec::imap_types::status::StatusDataItemName;
+use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use super::args::{existing_mailbox_name, mailbox_name};
 use crate::imap::connection::{Connection, Next};
@@ -180,34 +183,36 @@ pub async fn status(
     if items.contains(&StatusDataItemName::HighestModSeq) {
         login.enable_condstore(view, &mut s.out);
     }
-    let mut parts = Vec::new();
+    // UIDNEXT and UIDVALIDITY are never 0; a store that said so is not believed.
+    let invalid = || CmdError::no_code("CANNOT", "Mailbox has no valid UIDs.");
+    let mut answer = Vec::new();
     for item in items {
-        match item {
-            StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", counts.messages)),
+        answer.push(match item {
+            StatusDataItemName::Messages => StatusDataItem::Messages(counts.messages),
             StatusDataItemName::Recent => {
                 // The selected mailbox as this session sees it; any other: the messages
                 // no session has claimed as \Recent yet (Dovecot's answer too).
-                let recent = match view {
+                StatusDataItem::Recent(match view {
                     Some(view) if view.mailbox.id == mb.id => view.recent_count(),
                     _ => counts.recent,
-                };
-                parts.push(format!("RECENT {recent}"));
+                })
             }
-            StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
+            StatusDataItemName::UidNext => {
+                StatusDataItem::UidNext(NonZeroU32::new(mb.uidnext).ok_or_else(invalid)?)
+            }
             StatusDataItemName::UidValidity => {
-                parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))
+                StatusDataItem::UidValidity(NonZeroU32::new(mb.uidvalidity).ok_or_else(invalid)?)
             }
-            StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", counts.unseen)),
-            StatusDataItemName::HighestModSeq => {
-                parts.push(format!("HIGHESTMODSEQ {}", mb.highestmodseq))
-            }
+            StatusDataItemName::Unseen => StatusDataItem::Unseen(counts.unseen),
+            StatusDataItemName::HighestModSeq => StatusDataItem::HighestModSeq(mb.highestmodseq),
             _ => return Err(CmdError::bad("Unsupported STATUS item.")),
-        }
+        });
     }
-    let mut line = b"* STATUS ".to_vec();
-    response::mailbox(&mut line, &mb.name);
-    line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-    s.out.extend_from_slice(&line);
+    let mailbox = response::wire_mailbox(&mb.name).ok_or_else(CmdError::nonexistent)?;
+    s.data(Data::Status {
+        mailbox,
+        items: answer.into(),
+    });
     Ok(Done::text("Status completed."))
 }
 
