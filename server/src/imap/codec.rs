@@ -612,4 +612,38 @@ mod tests {
         assert!(framed.frag.message_bytes().len() <= 8192 + LINE_PIECE);
         drop(writer.await.unwrap());
     }
+
+    /// Framing over an in-memory pipe: what each input becomes, before login.
+    #[tokio::test]
+    async fn inputs_over_a_pipe() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"a NOOP\r\n", "command a"),
+            (b"b (\r\n", "malformed b"),
+            (b"c APPEND INBOX {99999}\r\n", "literal refused c"),
+            (b"d APPEND INBOX {99999+}\r\n", "overflow d"),
+            (b"", "closed"),
+        ];
+        for (input, expected) in cases {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut framed = Framed::new(Conn::Mem(server), LIMITS);
+            client.write_all(input).await.expect("written");
+            if input.is_empty() {
+                drop(client);
+            }
+            let incoming = tokio::time::timeout(Duration::from_secs(10), framed.read_command())
+                .await
+                .expect("in time")
+                .expect("read");
+            let tag =
+                |t: Option<Tag<'static>>| t.map(|t| t.inner().to_string()).unwrap_or_default();
+            let got = match incoming {
+                Incoming::Command(c) => format!("command {}", c.tag.inner()),
+                Incoming::Malformed { tag: t } => format!("malformed {}", tag(t)),
+                Incoming::LiteralRefused { tag: t } => format!("literal refused {}", tag(t)),
+                Incoming::Overflow { tag: t } => format!("overflow {}", tag(t)),
+                Incoming::Closed => "closed".into(),
+            };
+            assert_eq!(&got, expected, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
 }

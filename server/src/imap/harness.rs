@@ -28,9 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{broadcast, watch};
 
 use super::codec::{FrameLimits, Framed};
+use super::context::{AccountSlots, ImapCtx, SessionLimits};
 use super::mailbox_view::MailboxView;
-use super::session::{self, Session, State};
-use super::{AccountSlots, ImapCtx, SessionLimits};
+use super::session::{self, Session};
+use super::state::{Login, Selected, State};
 use crate::auth::credentials::Verifier;
 use crate::auth::login::Authenticator;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
@@ -366,10 +367,15 @@ impl Harness {
             listener: ListenerKind::Imaps,
         };
         let mut s = Session::new(self.ctx.clone(), Framed::new(Conn::Mem(conn), limits), info);
-        let user = self.fixture.account.clone();
+        let mut login = Login::new(self.fixture.account.clone(), None);
+        if opening.qresync {
+            login.enable_qresync(None, &mut Vec::new());
+        } else if opening.condstore {
+            login.enable_condstore(None, &mut Vec::new());
+        }
         s.state = match opening.start {
-            Start::NotAuthenticated => State::NotAuthenticated,
-            Start::Authenticated => State::Authenticated { user },
+            Start::NotAuthenticated => s.state,
+            Start::Authenticated => State::Authenticated { login },
             Start::Selected { read_only } => {
                 let f = &self.fixture;
                 // \Recent was claimed when the fixture was made: nothing is recent.
@@ -381,20 +387,14 @@ impl Harness {
                     next..next,
                     f.inbox_keywords.clone(),
                 );
-                s.dirty = self.stale;
+                let mut selected = Selected::new(view);
+                selected.dirty = self.stale;
                 State::Selected {
-                    user,
-                    view: Box::new(view),
+                    login,
+                    selected: Box::new(selected),
                 }
             }
         };
-        if opening.qresync {
-            s.enable_qresync();
-        } else if opening.condstore {
-            s.enable_condstore();
-        }
-        // Enabling may have queued a response; the greeting comes first.
-        s.out.clear();
         s
     }
 

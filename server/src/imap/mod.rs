@@ -1,10 +1,16 @@
-//! The IMAP protocol: framing (`codec`), the per-connection state machine (`session`),
-//! one file per command family (`command/`), what a selected session knows
-//! (`mailbox_view`), message structure (`mime`), mailbox-name spelling (`mutf7`), and
-//! the one error mapping (`error`).
+//! The IMAP protocol: framing (`codec`), the per-connection loop (`session`), the
+//! state machine and each state's data (`state`), what a connection holds in every
+//! state (`connection`), one file per command family (`command/`), what a selected
+//! session knows (`mailbox_view`), message structure (`mime`), mailbox-name spelling
+//! (`mutf7`), and the one error mapping (`error`).
+//!
+//! The arrows point one way: `session -> command -> state -> connection -> codec`,
+//! and all of them to `context` (what sessions share); this file only wires them.
 
 pub mod codec;
 pub mod command;
+pub mod connection;
+pub mod context;
 pub mod error;
 pub mod harness;
 pub mod mailbox_view;
@@ -13,71 +19,16 @@ pub mod mutf7;
 pub mod response;
 pub mod seqset;
 pub mod session;
+pub mod state;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 
-use cpmstore_storage::Store;
-use tokio::sync::watch;
-
-use crate::auth::login::Authenticator;
-use crate::auth::psk_cache::PskCache;
-use crate::config::LimitsConfig;
 use crate::net::{Conn, ConnInfo};
 use codec::{FrameLimits, Framed};
 
-/// Limits a session applies.
-#[derive(Debug, Clone)]
-pub struct SessionLimits {
-    pub max_command_bytes: u32,
-    pub max_literal_bytes: u32,
-    pub login_timeout_secs: u64,
-    pub max_preauth_command_bytes: u32,
-    pub write_timeout_secs: u64,
-    pub autologout_secs: u64,
-    pub idle_max_secs: u64,
-    pub idle_keepalive_secs: u64,
-}
-
-impl From<&LimitsConfig> for SessionLimits {
-    fn from(l: &LimitsConfig) -> Self {
-        SessionLimits {
-            max_command_bytes: u32::try_from(l.max_command_bytes).unwrap_or(u32::MAX),
-            max_literal_bytes: u32::try_from(l.max_literal_bytes).unwrap_or(u32::MAX),
-            login_timeout_secs: l.login_timeout_secs,
-            max_preauth_command_bytes: u32::try_from(l.max_preauth_command_bytes)
-                .unwrap_or(u32::MAX),
-            write_timeout_secs: l.write_timeout_secs,
-            autologout_secs: l.autologout_secs,
-            idle_max_secs: l.idle_max_secs,
-            idle_keepalive_secs: l.idle_keepalive_secs,
-        }
-    }
-}
-
-/// What every IMAP session shares.
-pub struct ImapCtx {
-    pub store: Arc<dyn Store>,
-    pub auth: Arc<Authenticator>,
-    /// For STARTTLS; `None` when no TLS is configured (then STARTTLS is refused).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// RFC 5929 `tls-server-end-point` data of our certificate, for SCRAM-SHA-256-PLUS
-    /// on TLS connections.
-    pub tls_end_point: Option<Vec<u8>>,
-    /// The PSK table, when the PSK-TLS listener runs (EXTERNAL checks it again).
-    pub psk: Option<Arc<PskCache>>,
-    pub limits: SessionLimits,
-    pub max_failures_per_connection: u32,
-    /// Authenticated sessions per account (`limits.max_connections_per_account`).
-    pub account_slots: Arc<AccountSlots>,
-    /// Flips to true when the server shuts down.
-    pub shutdown: watch::Receiver<bool>,
-    /// Connection, login and command counters.
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// Something a connection holds until it logs in (its place among the connections not
-/// yet authenticated); dropped at login.
-pub type PreAuthGuard = Box<dyn std::any::Any + Send + Sync>;
+pub use context::{AccountSlot, AccountSlots, ImapCtx, PreAuthGuard, SessionLimits};
 
 /// Serves one accepted connection to its end. `login_deadline` is when a connection
 /// that has not logged in is closed (counted from the connect).
@@ -99,76 +50,12 @@ pub fn serve_connection(
         write_timeout: std::time::Duration::from_secs(ctx.limits.write_timeout_secs),
     };
     let mut session = session::Session::new(ctx, Framed::new(conn, limits), info);
-    session.login_deadline = login_deadline;
-    session.preauth = Some(preauth);
+    session.state = state::State::NotAuthenticated {
+        pre: state::PreAuth {
+            deadline: login_deadline,
+            failures: 0,
+            guard: Some(preauth),
+        },
+    };
     Box::pin(session::run(session))
-}
-
-/// Counts authenticated sessions per account, up to a maximum.
-pub struct AccountSlots {
-    max: usize,
-    sessions: std::sync::Mutex<std::collections::HashMap<cpmstore_storage::AccountId, usize>>,
-}
-
-/// One authenticated session's place; given back when dropped.
-pub struct AccountSlot {
-    slots: Arc<AccountSlots>,
-    account: cpmstore_storage::AccountId,
-}
-
-impl AccountSlots {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(AccountSlots {
-            max,
-            sessions: Default::default(),
-        })
-    }
-
-    /// A place for one more session of `account`, or `None` when it has `max` already.
-    pub fn claim(self: &Arc<Self>, account: cpmstore_storage::AccountId) -> Option<AccountSlot> {
-        let mut sessions = self.sessions.lock().ok()?;
-        let n = sessions.entry(account).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(AccountSlot {
-            slots: self.clone(),
-            account,
-        })
-    }
-}
-
-impl Drop for AccountSlot {
-    fn drop(&mut self) {
-        if let Ok(mut sessions) = self.slots.sessions.lock()
-            && let Some(n) = sessions.get_mut(&self.account)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                sessions.remove(&self.account);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cpmstore_storage::AccountId;
-
-    #[test]
-    fn account_slots_are_bounded_and_given_back() {
-        let slots = AccountSlots::new(2);
-        let a = slots.claim(AccountId(1));
-        let b = slots.claim(AccountId(1));
-        assert!(a.is_some() && b.is_some());
-        assert!(slots.claim(AccountId(1)).is_none());
-        assert!(
-            slots.claim(AccountId(2)).is_some(),
-            "other accounts are not affected"
-        );
-        drop(a);
-        assert!(slots.claim(AccountId(1)).is_some());
-    }
 }

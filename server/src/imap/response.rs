@@ -3,13 +3,61 @@
 //! `mime.rs` / `command/fetch.rs`.
 
 use cpmstore_storage::{Flags, SystemFlags};
+use imap_codec::imap_types::core::{AString, IString, Literal, Quoted};
+use imap_codec::imap_types::mailbox::{Mailbox, MailboxOther};
+use imap_codec::imap_types::sequence::SequenceSet;
+
+/// A stored mailbox name as a typed response spells it, as [`mailbox`] does: `INBOX`
+/// as an atom, else a quoted string or (past what quoting can carry) a literal. `None`
+/// for a name no mailbox can have on the wire (another spelling of INBOX).
+pub fn wire_mailbox(name: &str) -> Option<Mailbox<'static>> {
+    if name == "INBOX" {
+        return Some(Mailbox::Inbox);
+    }
+    let string = if quotable(name.as_bytes()) {
+        IString::Quoted(Quoted::try_from(name.to_owned()).ok()?)
+    } else {
+        IString::Literal(Literal::try_from(name.as_bytes().to_vec()).ok()?)
+    };
+    let name = AString::String(string);
+    MailboxOther::validate(name.as_ref()).ok()?;
+    Some(Mailbox::Other(MailboxOther::unvalidated(name)))
+}
+
+fn quotable(s: &[u8]) -> bool {
+    s.len() < 1024
+        && s.iter()
+            .all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0)
+}
+
+/// A set of UIDs in its shortest form (`1:3,7`) for a typed response; `None` when
+/// there are none (a sequence set is never empty).
+pub fn uid_sequence_set(uids: &[u32]) -> Option<SequenceSet> {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut text = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        if !text.is_empty() {
+            text.push(',');
+        }
+        text.push_str(&start.to_string());
+        if sorted[i] != start {
+            text.push_str(&format!(":{}", sorted[i]));
+        }
+        i += 1;
+    }
+    SequenceSet::try_from(text.as_str()).ok()
+}
 
 /// An IMAP string: an atom-safe quoted string when possible, else a literal.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    let quotable = s.len() < 1024
-        && s.iter()
-            .all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0);
-    if quotable {
+    if quotable(s) {
         out.push(b'"');
         for &b in s {
             if b == b'"' || b == b'\\' {
@@ -93,6 +141,29 @@ mod tests {
             string(&mut out, input);
             assert_eq!(&out[..], *expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn uid_sets_are_shortest() {
+        let set = |uids: &[u32]| {
+            uid_sequence_set(uids).map(|set| {
+                let data = imap_codec::imap_types::response::Data::Vanished {
+                    earlier: false,
+                    known_uids: set,
+                };
+                let response = imap_codec::imap_types::response::Response::Data(data);
+                use imap_codec::encode::Encoder;
+                imap_codec::ResponseCodec::default()
+                    .encode(&response)
+                    .dump()
+            })
+        };
+        assert_eq!(set(&[]), None);
+        assert_eq!(
+            set(&[7, 1, 2, 3, 9, 10]).unwrap(),
+            b"* VANISHED 1:3,7,9:10\r\n"
+        );
+        assert_eq!(set(&[5]).unwrap(), b"* VANISHED 5\r\n");
     }
 
     #[test]

@@ -1,374 +1,41 @@
-//! The per-connection loop and the state machine
-//! `NotAuthenticated -> Authenticated -> Selected -> Logout`.
-//!
-//! One function ([`allowed`]) decides whether a command may run in the current state,
-//! before dispatch; the commands live in `command/`, one file per family.
+//! The per-connection loop: greet, read a command within the deadline of the state,
+//! have it dispatched (`command::dispatch` matches the state and the command once),
+//! catch the selected mailbox up, write the tagged status, and act on what the
+//! command asked (STARTTLS, close). Commands do not know this module.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpmstore_storage::{Account, Change, MailboxId};
 use imap_codec::imap_types::command::{Command, CommandBody};
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::TryRecvError;
 
-use super::ImapCtx;
 use super::codec::{Framed, Incoming};
-use super::command;
-use super::error::{CmdError, CmdResult, status_line};
-use super::mailbox_view::{MailboxView, Report};
+use super::command::{self, Dispatched};
+use super::connection::{Connection, Next};
+use super::context::ImapCtx;
+use super::error::{CmdError, status_line};
+use super::state::State;
 use crate::net::ConnInfo;
-
-/// The session's state; each transition replaces the whole state.
-pub enum State {
-    NotAuthenticated,
-    Authenticated {
-        user: Arc<Account>,
-    },
-    Selected {
-        user: Arc<Account>,
-        view: Box<MailboxView>,
-    },
-    Logout,
-}
-
-/// What a command handler asks of the loop after its tagged response.
-pub enum Next {
-    Continue,
-    /// STARTTLS: upgrade the connection now.
-    StartTls,
-    Close,
-}
-
-/// One IMAP connection.
-pub struct Session {
-    pub ctx: Arc<ImapCtx>,
-    pub io: Framed,
-    pub info: ConnInfo,
-    pub state: State,
-    /// Untagged responses waiting to be written.
-    pub out: Vec<u8>,
-    pub changes: broadcast::Receiver<Change>,
-    /// Whether a change to the selected mailbox may have happened since the last catch-up.
-    pub dirty: bool,
-    /// Failed login attempts on this connection.
-    pub auth_failures: u32,
-    /// This session's place among its account's sessions, once authenticated.
-    pub account_slot: Option<super::AccountSlot>,
-    /// Next handler result asked by a command (STARTTLS, LOGOUT).
-    pub next: Next,
-    /// CONDSTORE is enabled (RFC 7162 3.1): by ENABLE or any CONDSTORE-enabling
-    /// command, for the rest of the connection.
-    pub condstore: bool,
-    /// QRESYNC is enabled (RFC 7162 3.2), by ENABLE only, for the rest of the
-    /// connection; it implies `condstore`. Expunges are then told as `VANISHED`.
-    pub qresync: bool,
-    /// When a session that has not logged in is closed (counted from the connect:
-    /// commands do not extend it).
-    pub login_deadline: tokio::time::Instant,
-    /// The connection's place among those not logged in; given back at login.
-    pub preauth: Option<super::PreAuthGuard>,
-}
-
-/// Flush `out` to the socket once it holds this much, so a large FETCH streams.
-pub const FLUSH_AT: usize = 64 * 1024;
-
-/// The most the output buffer keeps between the flushes of one command's responses;
-/// after the command it is given back altogether (an idle session holds none).
-const OUT_KEEP: usize = 2 * FLUSH_AT;
 
 /// What a session is told when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down.";
 const SHUTDOWN_BYE: &[u8] = b"* BYE Server shutting down.\r\n";
 
-impl Session {
-    pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
-        let changes = ctx.store.changes().subscribe();
-        let login_deadline =
-            tokio::time::Instant::now() + Duration::from_secs(ctx.limits.login_timeout_secs);
-        Session {
-            ctx,
-            io,
-            info,
-            state: State::NotAuthenticated,
-            out: Vec::new(),
-            changes,
-            dirty: false,
-            auth_failures: 0,
-            account_slot: None,
-            next: Next::Continue,
-            condstore: false,
-            qresync: false,
-            login_deadline,
-            preauth: None,
-        }
-    }
-
-    pub fn is_secure(&self) -> bool {
-        self.io.conn().is_secure()
-    }
-
-    /// The account of an authenticated session.
-    pub fn user(&self) -> Option<&Arc<Account>> {
-        match &self.state {
-            State::Authenticated { user } | State::Selected { user, .. } => Some(user),
-            _ => None,
-        }
-    }
-
-    pub fn view(&self) -> Option<&MailboxView> {
-        match &self.state {
-            State::Selected { view, .. } => Some(view),
-            _ => None,
-        }
-    }
-
-    pub fn view_mut(&mut self) -> Option<&mut MailboxView> {
-        match &mut self.state {
-            State::Selected { view, .. } => Some(view),
-            _ => None,
-        }
-    }
-
-    /// Writes pending responses if there are many, so memory stays bounded.
-    pub async fn maybe_flush(&mut self) -> std::io::Result<()> {
-        if self.out.len() >= FLUSH_AT {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            let mut out = std::mem::take(&mut self.out);
-            self.io.write_all(&out).await?;
-            out.clear();
-            // A large response leaves no large buffer behind.
-            if out.capacity() > OUT_KEEP {
-                out = Vec::new();
-            }
-            self.out = out;
-        }
-        Ok(())
-    }
-
-    /// The channel binding types this connection offers for SCRAM-SHA-256-PLUS:
-    /// `tls-exporter` on TLS 1.3 (rustls or PSK-TLS), `tls-server-end-point` on
-    /// certificate TLS. Empty: -PLUS is not advertised.
-    pub fn channel_binding_types(&self) -> Vec<&'static str> {
-        use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
-        let conn = self.io.conn();
-        let mut types = Vec::new();
-        if conn.is_tls13() {
-            types.push(TLS_EXPORTER);
-        }
-        if matches!(conn, crate::net::Conn::Tls(_)) && self.ctx.tls_end_point.is_some() {
-            types.push(TLS_SERVER_END_POINT);
-        }
-        types
-    }
-
-    /// The data of a channel binding type offered by [`Session::channel_binding_types`].
-    pub fn channel_binding_data(&self, name: &str) -> Option<Vec<u8>> {
-        use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
-        match name {
-            TLS_EXPORTER => self.io.conn().tls_exporter(),
-            TLS_SERVER_END_POINT if matches!(self.io.conn(), crate::net::Conn::Tls(_)) => {
-                self.ctx.tls_end_point.clone()
-            }
-            _ => None,
-        }
-    }
-
-    /// The SASL mechanisms usable now: none before TLS (plaintext and SCRAM alike wait
-    /// for STARTTLS); PLAIN and SCRAM-SHA-256 on TLS and PSK-TLS; -PLUS where a channel
-    /// binding exists; EXTERNAL on PSK-TLS.
-    pub fn mechanisms(&self) -> Vec<&'static str> {
-        if !self.is_secure() {
-            return Vec::new();
-        }
-        let mut mechanisms = vec!["PLAIN", "SCRAM-SHA-256"];
-        if !self.channel_binding_types().is_empty() {
-            mechanisms.push("SCRAM-SHA-256-PLUS");
-        }
-        if self.io.conn().psk_peer().is_some() {
-            mechanisms.push("EXTERNAL");
-        }
-        mechanisms
-    }
-
-    /// The CAPABILITY list for the current state.
-    pub fn capabilities(&self) -> String {
-        let mut caps = vec!["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"];
-        let authenticated = self.user().is_some();
-        if !authenticated {
-            if !self.is_secure() {
-                caps.push("STARTTLS");
-                caps.push("LOGINDISABLED");
-            }
-            let mut s = caps.join(" ");
-            for mechanism in self.mechanisms() {
-                s.push_str(" AUTH=");
-                s.push_str(mechanism);
-            }
-            return s;
-        }
-        caps.extend([
-            "NAMESPACE",
-            "UIDPLUS",
-            "UNSELECT",
-            "CHILDREN",
-            "SPECIAL-USE",
-            "MOVE",
-            "CONDSTORE",
-            "QRESYNC",
-        ]);
-        let mut s = caps.join(" ");
-        s.push_str(&format!(
-            " APPENDLIMIT={}",
-            self.ctx.limits.max_literal_bytes
-        ));
-        s
-    }
-
-    /// Makes the session CONDSTORE-aware (RFC 7162 3.1); returns whether it was not yet.
-    /// A mailbox selected at that moment has its HIGHESTMODSEQ told, as SELECT would
-    /// have told it (Dovecot does the same).
-    pub fn enable_condstore(&mut self) -> bool {
-        if self.condstore {
-            return false;
-        }
-        self.condstore = true;
-        if let Some(view) = self.view() {
-            let line = format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq);
-            self.out.extend_from_slice(line.as_bytes());
-        }
-        true
-    }
-
-    /// Enables QRESYNC (RFC 7162 3.2), and with it CONDSTORE; returns whether it was
-    /// not yet enabled.
-    pub fn enable_qresync(&mut self) -> bool {
-        if self.qresync {
-            return false;
-        }
-        self.enable_condstore();
-        self.qresync = true;
-        true
-    }
-
-    /// Catches the selected mailbox up with the store when something may have changed.
-    pub async fn catch_up(&mut self, allow_expunge: bool) -> CmdResult<()> {
-        self.drain_changes();
-        let State::Selected { user, view } = &mut self.state else {
-            return Ok(());
-        };
-        if !self.dirty {
-            if allow_expunge {
-                view.flush_expunges(self.qresync, &mut self.out);
-            }
-            self.tell_deferred_highestmodseq();
-            return Ok(());
-        }
-        let store = &self.ctx.store;
-        let changes = store
-            .changes_since(user.id, view.mailbox.id, view.modseq)
-            .await?;
-        if view.has_new(&changes) {
-            // The first session to see a new message has it as \Recent (RFC 3501
-            // 2.3.2): a read-write one claims it; a read-only one only looks.
-            let recent = if view.read_only {
-                store.unclaimed_recent(user.id, view.mailbox.id).await?..changes.uidnext
-            } else {
-                store.claim_recent(user.id, view.mailbox.id).await?
-            };
-            view.add_recent(recent);
-        }
-        let report = Report {
-            condstore: self.condstore,
-            qresync: self.qresync,
-        };
-        view.apply(changes, allow_expunge, report, &mut self.out);
-        self.dirty = false;
-        self.tell_deferred_highestmodseq();
-        Ok(())
-    }
-
-    /// A CONDSTORE client that is shown MODSEQs while expunges are held back (during
-    /// FETCH, STORE, SEARCH) must not take the highest one it saw as its
-    /// resynchronisation point: it is told a HIGHESTMODSEQ below the deferred expunges
-    /// (RFC 7162 3.2).
-    fn tell_deferred_highestmodseq(&mut self) {
-        if !self.condstore {
-            return;
-        }
-        if let Some(modseq) = self.view().and_then(MailboxView::deferred_highestmodseq) {
-            self.out.extend_from_slice(
-                format!("* OK [HIGHESTMODSEQ {modseq}] Expunges pending.\r\n").as_bytes(),
-            );
-        }
-    }
-
-    /// Notes whether the change bus carried anything for the selected mailbox.
-    pub fn drain_changes(&mut self) {
-        let selected = self.selected_ids();
-        loop {
-            match self.changes.try_recv() {
-                Ok(change) => {
-                    if let Some((account, mailbox)) = selected
-                        && change.account == account
-                        && change.mailbox.is_none_or(|m| m == mailbox)
-                    {
-                        self.dirty = true;
-                    }
-                }
-                Err(TryRecvError::Lagged(_)) => self.dirty = true,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-    }
-
-    pub fn selected_ids(&self) -> Option<(cpmstore_storage::AccountId, MailboxId)> {
-        match &self.state {
-            State::Selected { user, view } => Some((user.id, view.mailbox.id)),
-            _ => None,
-        }
-    }
+/// One IMAP connection: what it holds in every state, and its state.
+pub struct Session {
+    pub conn: Connection,
+    pub state: State,
 }
 
-/// Whether a command may run in a state (RFC 3501 section 6).
-fn allowed(state: &State, body: &CommandBody<'_>) -> bool {
-    use CommandBody as C;
-    match body {
-        C::Capability | C::Noop | C::Logout | C::Id { .. } => true,
-        C::StartTLS | C::Authenticate { .. } | C::Login { .. } => {
-            matches!(state, State::NotAuthenticated)
+impl Session {
+    /// A connection not yet logged in, closed `login_timeout_secs` from now unless
+    /// the caller sets another deadline.
+    pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(ctx.limits.login_timeout_secs);
+        Session {
+            conn: Connection::new(ctx, io, info),
+            state: State::new(deadline),
         }
-        C::Select { .. }
-        | C::Examine { .. }
-        | C::Create { .. }
-        | C::Delete { .. }
-        | C::Rename { .. }
-        | C::Subscribe { .. }
-        | C::Unsubscribe { .. }
-        | C::List { .. }
-        | C::Lsub { .. }
-        | C::Status { .. }
-        | C::Append { .. }
-        | C::Idle
-        | C::Enable { .. }
-        | C::Namespace => matches!(state, State::Authenticated { .. } | State::Selected { .. }),
-        C::Check
-        | C::Close
-        | C::Unselect
-        | C::Expunge
-        | C::ExpungeUid { .. }
-        | C::Search { .. }
-        | C::Fetch { .. }
-        | C::Store { .. }
-        | C::Copy { .. }
-        | C::Move { .. } => matches!(state, State::Selected { .. }),
-        _ => false,
     }
 }
 
@@ -390,34 +57,40 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// Runs a connection to its end.
 pub async fn run(mut s: Session) {
-    let peer = s.info.peer;
-    let greeting = format!("* OK [CAPABILITY {}] cpmstore ready.\r\n", s.capabilities());
-    if s.io.write_all(greeting.as_bytes()).await.is_err() {
+    let c = &mut s.conn;
+    let peer = c.info.peer;
+    let greeting = format!(
+        "* OK [CAPABILITY {}] cpmstore ready.\r\n",
+        c.capabilities(s.state.is_authenticated())
+    );
+    if c.io.write_all(greeting.as_bytes()).await.is_err() {
         return;
     }
-    let mut shutdown = s.ctx.shutdown.clone();
+    let mut shutdown = c.ctx.shutdown.clone();
     loop {
-        let authenticated = s.user().is_some();
-        s.io.set_authenticated(authenticated);
-        if authenticated {
-            // Logged in: the place among unauthenticated connections is given back.
-            s.preauth = None;
-        }
-        let deadline = if authenticated {
-            tokio::time::Instant::now() + Duration::from_secs(s.ctx.limits.autologout_secs)
-        } else {
-            s.login_deadline
+        let c = &mut s.conn;
+        // Logged in: a command may be larger, and the deadline is the autologout's.
+        let deadline = match &s.state {
+            State::NotAuthenticated { pre } => {
+                c.io.set_authenticated(false);
+                pre.deadline
+            }
+            _ => {
+                c.io.set_authenticated(true);
+                tokio::time::Instant::now() + Duration::from_secs(c.ctx.limits.autologout_secs)
+            }
         };
+        let authenticated = s.state.is_authenticated();
         // Biased: once the server shuts down no new command starts, even one the client
         // has already sent. A command whose literal is still arriving is abandoned
         // unanswered (as Dovecot does): its message is not stored.
         let incoming = tokio::select! {
             biased;
             _ = stopping(&mut shutdown) => {
-                let _ = s.io.write_all(SHUTDOWN_BYE).await;
+                let _ = c.io.write_all(SHUTDOWN_BYE).await;
                 break;
             }
-            r = tokio::time::timeout_at(deadline, s.io.read_command()) => r,
+            r = tokio::time::timeout_at(deadline, c.io.read_command()) => r,
         };
         let incoming = match incoming {
             Err(_) => {
@@ -426,7 +99,7 @@ pub async fn run(mut s: Session) {
                 } else {
                     b"* BYE Login timeout; log in sooner.\r\n"
                 };
-                let _ = s.io.write_all(bye).await;
+                let _ = c.io.write_all(bye).await;
                 break;
             }
             Ok(Err(e)) => {
@@ -440,7 +113,7 @@ pub async fn run(mut s: Session) {
             Incoming::Closed => break,
             Incoming::Malformed { tag } => {
                 // Counted under a name of its own: what it was is not known.
-                s.ctx.metrics.command("UNPARSED", "bad", Duration::ZERO);
+                c.ctx.metrics.command("UNPARSED", "bad", Duration::ZERO);
                 let line = match tag {
                     Some(tag) => format!(
                         "{} BAD Error in IMAP command: could not parse it.\r\n",
@@ -448,7 +121,7 @@ pub async fn run(mut s: Session) {
                     ),
                     None => "* BAD Error in IMAP command: could not parse it.\r\n".to_string(),
                 };
-                if s.io.write_all(line.as_bytes()).await.is_err() {
+                if c.io.write_all(line.as_bytes()).await.is_err() {
                     break;
                 }
                 continue;
@@ -458,7 +131,7 @@ pub async fn run(mut s: Session) {
                     .map(|t| t.inner().to_string())
                     .unwrap_or_else(|| "*".into());
                 let line = format!("{tag} NO [TOOBIG] Literal larger than allowed.\r\n");
-                if s.io.write_all(line.as_bytes()).await.is_err() {
+                if c.io.write_all(line.as_bytes()).await.is_err() {
                     break;
                 }
                 continue;
@@ -470,7 +143,7 @@ pub async fn run(mut s: Session) {
                 let line = format!(
                     "{tag} BAD [TOOBIG] Command or literal larger than allowed.\r\n* BYE Too much data.\r\n"
                 );
-                let _ = s.io.write_all(line.as_bytes()).await;
+                let _ = c.io.write_all(line.as_bytes()).await;
                 break;
             }
         };
@@ -487,17 +160,20 @@ pub async fn run(mut s: Session) {
                 break;
             }
         }
-        match std::mem::replace(&mut s.next, Next::Continue) {
+        let c = &mut s.conn;
+        match std::mem::replace(&mut c.next, Next::Continue) {
             Next::Continue => {}
             Next::Close => break,
             Next::StartTls => {
-                let Some(acceptor) = s.ctx.tls.clone() else {
+                // STARTTLS is only dispatched before login.
+                let (Some(acceptor), State::NotAuthenticated { pre }) =
+                    (c.ctx.tls.clone(), &s.state)
+                else {
                     break;
                 };
                 // The handshake ends at the login deadline, and at shutdown (no BYE
                 // can be said in the middle of a handshake).
-                let handshake =
-                    tokio::time::timeout_at(s.login_deadline, s.io.start_tls(&acceptor));
+                let handshake = tokio::time::timeout_at(pre.deadline, c.io.start_tls(&acceptor));
                 let result = tokio::select! {
                     r = handshake => r,
                     _ = stopping(&mut shutdown) => break,
@@ -519,7 +195,7 @@ pub async fn run(mut s: Session) {
             break;
         }
     }
-    s.io.shutdown().await;
+    s.conn.io.shutdown().await;
 }
 
 /// Runs one command and writes its responses and tagged status.
@@ -527,36 +203,39 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
     let tag = command.tag.inner().to_string();
     let name = command.body.name();
     let started = std::time::Instant::now();
-    let result = if !allowed(&s.state, &command.body) {
-        Err(match s.state {
-            State::NotAuthenticated => CmdError::bad("Command not allowed before login."),
-            State::Logout => CmdError::bad("Logging out."),
-            _ => CmdError::bad("Command not allowed in this state."),
-        })
-    } else {
-        let allow_expunge = expunge_allowed(&command.body);
-        let r = if matches!(command.body, CommandBody::Authenticate { .. }) {
-            // An AUTHENTICATE exchange waits for the client's lines: a shutdown ends it
-            // as it ends the wait for a command. Nothing is stored by it.
-            let mut shutdown = s.ctx.shutdown.clone();
-            tokio::select! {
-                r = command::dispatch(s, &tag, command.body) => r,
-                _ = stopping(&mut shutdown) => {
-                    Err(CmdError::Bye(SHUTDOWN_TEXT.into()))
-                }
+    let allow_expunge = expunge_allowed(&command.body);
+    let dispatched = if matches!(command.body, CommandBody::Authenticate { .. }) {
+        // An AUTHENTICATE exchange waits for the client's lines: a shutdown ends it
+        // as it ends the wait for a command. Nothing is stored by it.
+        let mut shutdown = s.conn.ctx.shutdown.clone();
+        tokio::select! {
+            r = command::dispatch(&mut s.conn, &mut s.state, command.body) => r,
+            _ = stopping(&mut shutdown) => {
+                Dispatched::Ran(Err(CmdError::Bye(SHUTDOWN_TEXT.into())))
             }
-        } else {
-            command::dispatch(s, &tag, command.body).await
-        };
-        // Logged in: the place among unauthenticated connections is given back
-        // before the client hears OK (it may connect again at once).
-        if s.preauth.is_some() && s.user().is_some() {
-            s.preauth = None;
         }
-        // Every command ends by telling the client what changed meanwhile.
-        match (r, s.catch_up(allow_expunge).await) {
-            (Ok(done), Ok(())) => Ok(done),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    } else {
+        command::dispatch(&mut s.conn, &mut s.state, command.body).await
+    };
+    let c = &mut s.conn;
+    let result = match dispatched {
+        // Refused in this state: nothing ran, nothing is caught up.
+        Dispatched::Refused(e) => Err(e),
+        Dispatched::Ran(r) => {
+            // Every command ends by telling the client what changed meanwhile.
+            let caught_up = match &mut s.state {
+                State::Selected { login, selected } => {
+                    selected.catch_up(c, login, allow_expunge).await
+                }
+                _ => {
+                    c.drain_changes(None);
+                    Ok(())
+                }
+            };
+            match (r, caught_up) {
+                (Ok(done), Ok(())) => Ok(done),
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            }
         }
     };
     let outcome = match &result {
@@ -566,7 +245,7 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
         Err(CmdError::Bad(_)) => "bad",
         Err(CmdError::No { .. } | CmdError::Store(_)) => "no",
     };
-    s.ctx.metrics.command(name, outcome, started.elapsed());
+    c.ctx.metrics.command(name, outcome, started.elapsed());
     let line = match &result {
         Ok(done) => match &done.code {
             Some(code) => format!(
@@ -577,20 +256,234 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
         },
         Err(CmdError::Io(e)) => return Err(std::io::Error::new(e.kind(), e.to_string())),
         Err(CmdError::Bye(text)) => {
-            s.next = Next::Close;
+            c.next = Next::Close;
             format!("* BYE {}\r\n", super::response::text(text))
         }
         Err(e) => {
             if let CmdError::Store(err) = e {
-                s.ctx.metrics.storage_error("imap");
-                tracing::warn!(peer = %s.info.peer, command = name, error = %err, "storage error");
+                c.ctx.metrics.storage_error("imap");
+                tracing::warn!(peer = %c.info.peer, command = name, error = %err, "storage error");
             }
             status_line(&tag, e)
         }
     };
-    s.out.extend_from_slice(line.as_bytes());
-    s.flush().await?;
+    c.out.extend_from_slice(line.as_bytes());
+    c.flush().await?;
     // Between commands the session holds no output buffer.
-    s.out = Vec::new();
+    c.out = Vec::new();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::{Opening, PASSWORD, Start, USERNAME};
+    use crate::imap::testing::{Client, harness, line_matches, table};
+
+    /// The greeting tells the capabilities of the state the session starts in.
+    #[tokio::test]
+    async fn greeting() {
+        let (_dir, mut h) = harness().await;
+        let (c, greeting) = Client::start(&mut h, Opening::new(Start::NotAuthenticated)).await;
+        assert_eq!(
+            greeting,
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN \
+             AUTH=SCRAM-SHA-256] cpmstore ready."
+        );
+        assert_eq!(c.close().await, "");
+    }
+
+    #[tokio::test]
+    async fn login_moves_to_authenticated() {
+        table(
+            Start::NotAuthenticated,
+            &[(
+                &[
+                    "a SELECT INBOX",
+                    &format!("b LOGIN {USERNAME} wrong"),
+                    &format!("c LOGIN {USERNAME} {PASSWORD}"),
+                    "d LOGIN again please",
+                    "e STATUS INBOX (MESSAGES)",
+                ],
+                &[
+                    "a BAD Command not allowed before login.",
+                    "b NO [AUTHENTICATIONFAILED] Authentication failed.",
+                    "c OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE ...",
+                    "d BAD Command not allowed in this state.",
+                    "* STATUS INBOX (MESSAGES 3)",
+                    "e OK Status completed.",
+                ],
+            )],
+        )
+        .await;
+    }
+
+    /// STARTTLS on a channel already protected is refused, and the state stays
+    /// not authenticated. (The upgrade itself is tested end to end, over TCP.)
+    #[tokio::test]
+    async fn starttls_keeps_the_state() {
+        table(
+            Start::NotAuthenticated,
+            &[(
+                &["a STARTTLS", "b NAMESPACE"],
+                &[
+                    "a BAD TLS is already active.",
+                    "b BAD Command not allowed before login.",
+                ],
+            )],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn select_moves_to_selected_and_close_unselect_back() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &["a FETCH 1 (UID)", "b EXAMINE INBOX", "c FETCH 1 (UID)"],
+                    &[
+                        "a BAD Command not allowed in this state.",
+                        "* FLAGS (...",
+                        "* OK [PERMANENTFLAGS ()] Flags permitted.",
+                        "* 3 EXISTS",
+                        "* 0 RECENT",
+                        "* OK [UNSEEN ...",
+                        "* OK [UIDVALIDITY ...",
+                        "* OK [UIDNEXT 4] Predicted next UID.",
+                        "b OK [READ-ONLY] Examine completed.",
+                        "* 1 FETCH (UID 1)",
+                        "c OK Fetch completed.",
+                    ],
+                ),
+                (
+                    &[
+                        "a SELECT Nope",
+                        "b SELECT INBOX",
+                        "c SELECT Nope",
+                        "d UID FETCH 1 (UID)",
+                    ],
+                    &[
+                        "a NO [NONEXISTENT] Mailbox doesn't exist",
+                        "* FLAGS (...",
+                        "* OK [PERMANENTFLAGS (...",
+                        "* 3 EXISTS",
+                        "* 0 RECENT",
+                        "* OK [UNSEEN ...",
+                        "* OK [UIDVALIDITY ...",
+                        "* OK [UIDNEXT 4] Predicted next UID.",
+                        "b OK [READ-WRITE] Select completed.",
+                        "* OK [CLOSED] Previous mailbox closed.",
+                        "c NO [NONEXISTENT] Mailbox doesn't exist",
+                        "d BAD Command not allowed in this state.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: false },
+            &[
+                (
+                    &["a CLOSE", "b FETCH 1 (UID)", "c NOOP"],
+                    &[
+                        "a OK Close completed.",
+                        "b BAD Command not allowed in this state.",
+                        "c OK NOOP completed.",
+                    ],
+                ),
+                (
+                    &["a UNSELECT", "b UNSELECT"],
+                    &[
+                        "a OK Unselect completed.",
+                        "b BAD Command not allowed in this state.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn logout_ends_the_session() {
+        let (_dir, mut h) = harness().await;
+        for start in [Start::NotAuthenticated, Start::Selected { read_only: true }] {
+            let (mut c, _) = Client::start(&mut h, Opening::new(start)).await;
+            c.send("a LOGOUT").await;
+            assert_eq!(c.line().await.as_deref(), Some("* BYE Logging out."));
+            assert_eq!(c.line().await.as_deref(), Some("a OK Logout completed."));
+            assert_eq!(c.line().await, None, "the server closes");
+            c.close().await;
+        }
+    }
+
+    /// IDLE says it is still there every `idle_keepalive_secs`, and ends after
+    /// `idle_max_secs` (virtual time).
+    #[tokio::test]
+    async fn idle_keepalive_and_limit() {
+        let (_dir, mut h) = harness().await;
+        let (mut c, _) = Client::start(&mut h, Opening::new(Start::Authenticated)).await;
+        c.send("a IDLE").await;
+        assert_eq!(c.line().await.as_deref(), Some("+ idling"));
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        let keepalive = h.ctx().limits.idle_keepalive_secs;
+        let max = h.ctx().limits.idle_max_secs;
+        let mut keepalives = 0;
+        loop {
+            let line = c.line().await.expect("a line");
+            if line == "* OK Still here" {
+                keepalives += 1;
+                continue;
+            }
+            assert_eq!(line, "* BYE IDLE for too long; disconnecting.");
+            break;
+        }
+        assert_eq!(started.elapsed().as_secs(), max);
+        // A keepalive due at the very end may or may not come before the BYE.
+        let k = keepalive.max(1);
+        assert!(
+            (max - 1) / k <= keepalives && keepalives <= max / k,
+            "{keepalives}"
+        );
+        assert_eq!(c.line().await, None);
+        c.close().await;
+    }
+
+    /// A session that does not log in in time is told so and closed; one that is
+    /// idle too long after login too (virtual time).
+    #[tokio::test]
+    async fn login_timeout_and_autologout() {
+        let (_dir, mut h) = harness().await;
+        let cases = [
+            (
+                Start::NotAuthenticated,
+                "* BYE Login timeout; log in sooner.",
+            ),
+            (Start::Authenticated, "* BYE Autologout; idle for too long."),
+        ];
+        for (start, bye) in cases {
+            let (mut c, _) = Client::start(&mut h, Opening::new(start)).await;
+            tokio::time::pause();
+            let line = c.line().await.expect("a BYE");
+            assert!(line_matches(&line, bye), "{line}");
+            assert_eq!(c.line().await, None);
+            c.close().await;
+            tokio::time::resume();
+        }
+    }
+
+    #[tokio::test]
+    async fn unparsable_commands_are_bad() {
+        table(
+            Start::Authenticated,
+            &[(
+                &["a FROBNICATE", "b NOOP"],
+                &[
+                    "a BAD Error in IMAP command: could not parse it.",
+                    "b OK NOOP completed.",
+                ],
+            )],
+        )
+        .await;
+    }
 }

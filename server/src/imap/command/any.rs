@@ -1,43 +1,48 @@
 //! Commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID; and ENABLE, NAMESPACE.
 
-use imap_codec::imap_types::core::{IString, NString, Vec1};
+use imap_codec::imap_types::core::{IString, NString, Quoted, QuotedChar, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use imap_codec::imap_types::extensions::namespace::Namespace;
+use imap_codec::imap_types::response::Data;
 
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdResult, Done};
-use crate::imap::response;
-use crate::imap::session::{Session, State};
+use crate::imap::mailbox_view::MailboxView;
+use crate::imap::state::{Login, Selected};
 
-pub fn capability(s: &mut Session) -> CmdResult {
-    let line = format!("* CAPABILITY {}\r\n", s.capabilities());
-    s.out.extend_from_slice(line.as_bytes());
+pub fn capability(c: &mut Connection, authenticated: bool) -> CmdResult {
+    let line = format!("* CAPABILITY {}\r\n", c.capabilities(authenticated));
+    c.out.extend_from_slice(line.as_bytes());
     Ok(Done::text("Capability completed."))
 }
 
-/// NOOP: the session catches up after every command, which is all NOOP is for.
-/// NOOP (and CHECK) is how a client polls: the catch-up that follows reads the store
-/// itself rather than waiting to be told, so a change committed on another node of a
-/// PostgreSQL cluster is seen even before its notification arrives.
-pub fn noop(s: &mut Session) -> CmdResult {
-    s.dirty = true;
+/// NOOP: the session catches up after every command, which is all NOOP is for. NOOP
+/// (and CHECK) is how a client polls: the catch-up reads the store itself rather than
+/// waiting to be told, so a change committed on another node of a PostgreSQL cluster
+/// is seen even before its notification arrives.
+pub fn noop(selected: Option<&mut Selected>) -> CmdResult {
+    if let Some(selected) = selected {
+        selected.dirty = true;
+    }
     Ok(Done::text("NOOP completed."))
 }
 
 /// CHECK (RFC 3501 6.4.1): nothing to flush (every change is committed when answered);
 /// it syncs like NOOP.
-pub fn check(s: &mut Session) -> CmdResult {
-    s.dirty = true;
+pub fn check(selected: &mut Selected) -> CmdResult {
+    selected.dirty = true;
     Ok(Done::text("Check completed."))
 }
 
-pub fn logout(s: &mut Session) -> CmdResult {
-    s.out.extend_from_slice(b"* BYE Logging out.\r\n");
-    s.state = State::Logout;
+/// LOGOUT: the dispatcher makes the state `Logout`.
+pub fn logout(c: &mut Connection) -> CmdResult {
+    c.bye("Logging out.");
     Ok(Done::text("Logout completed."))
 }
 
 /// RFC 2971 ID: the client's fields are only logged (never secrets: ID carries none).
 pub fn id(
-    s: &mut Session,
+    c: &mut Connection,
     parameters: Option<Vec<(IString<'static>, NString<'static>)>>,
 ) -> CmdResult {
     if let Some(params) = parameters {
@@ -55,18 +60,23 @@ pub fn id(
                 )
             })
             .collect();
-        tracing::debug!(peer = %s.info.peer, client = fields.join(", "), "ID");
+        tracing::debug!(peer = %c.info.peer, client = fields.join(", "), "ID");
     }
-    let mut line = b"* ID (".to_vec();
-    response::string(&mut line, b"name");
-    line.push(b' ');
-    response::string(&mut line, b"cpmstore");
-    line.push(b' ');
-    response::string(&mut line, b"version");
-    line.push(b' ');
-    response::string(&mut line, env!("CARGO_PKG_VERSION").as_bytes());
-    line.extend_from_slice(b")\r\n");
-    s.out.extend_from_slice(&line);
+    // Quoted strings, as always sent (imap-codec would otherwise pick atoms' form).
+    let quoted = |s: &'static str| Quoted::try_from(s).map(IString::Quoted);
+    if let (Ok(name), Ok(ours), Ok(version), Ok(number)) = (
+        quoted("name"),
+        quoted("cpmstore"),
+        quoted("version"),
+        quoted(env!("CARGO_PKG_VERSION")),
+    ) {
+        c.data(Data::Id {
+            parameters: Some(vec![
+                (name, NString(Some(ours))),
+                (version, NString(Some(number))),
+            ]),
+        });
+    }
     Ok(Done::text("ID completed."))
 }
 
@@ -74,8 +84,13 @@ pub fn id(
 /// be enabled. ENABLED lists those this command enabled (not those that already
 /// were), and nothing else. QRESYNC implies CONDSTORE (RFC 7162 3.2.3) but ENABLED
 /// names CONDSTORE only when the client asked for it too.
-pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) -> CmdResult {
-    let condstore_before = s.condstore;
+pub fn enable(
+    c: &mut Connection,
+    login: &mut Login,
+    view: Option<&MailboxView>,
+    capabilities: Vec1<CapabilityEnable<'static>>,
+) -> CmdResult {
+    let condstore_before = login.condstore;
     let mut condstore_asked = false;
     let mut qresync_enabled = false;
     for capability in capabilities.as_ref() {
@@ -84,29 +99,108 @@ pub fn enable(s: &mut Session, capabilities: Vec1<CapabilityEnable<'static>>) ->
             other @ CapabilityEnable::Other(_)
                 if other.to_string().eq_ignore_ascii_case("QRESYNC") =>
             {
-                qresync_enabled |= s.enable_qresync();
+                qresync_enabled |= login.enable_qresync(view, &mut c.out);
             }
             _ => {}
         }
     }
     if condstore_asked {
-        s.enable_condstore();
+        login.enable_condstore(view, &mut c.out);
     }
-    let mut enabled = String::from("* ENABLED");
+    let mut enabled = Vec::new();
     if condstore_asked && !condstore_before {
-        enabled.push_str(" CONDSTORE");
+        enabled.push(CapabilityEnable::CondStore);
     }
-    if qresync_enabled {
-        enabled.push_str(" QRESYNC");
+    if qresync_enabled && let Ok(qresync) = CapabilityEnable::try_from("QRESYNC") {
+        enabled.push(qresync);
     }
-    enabled.push_str("\r\n");
-    s.out.extend_from_slice(enabled.as_bytes());
+    c.data(Data::Enabled {
+        capabilities: enabled,
+    });
     Ok(Done::text("Enabled."))
 }
 
 /// RFC 2342: one personal namespace, `/` separated.
-pub fn namespace(s: &mut Session) -> CmdResult {
-    s.out
-        .extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
+pub fn namespace(c: &mut Connection) -> CmdResult {
+    if let (Ok(prefix), Ok(delimiter)) = (Quoted::try_from(""), QuotedChar::try_from('/')) {
+        c.data(Data::Namespace {
+            personal: vec![Namespace::new(IString::Quoted(prefix), Some(delimiter))],
+            other: Vec::new(),
+            shared: Vec::new(),
+        });
+    }
     Ok(Done::text("Namespace completed."))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn any_state_commands() {
+        table(
+            Start::NotAuthenticated,
+            &[
+                (
+                    &["a CAPABILITY"],
+                    &[
+                        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE AUTH=PLAIN AUTH=SCRAM-SHA-256",
+                        "a OK Capability completed.",
+                    ],
+                ),
+                (&["a NOOP"], &["a OK NOOP completed."]),
+                (
+                    &["a ID NIL"],
+                    &[
+                        "* ID (\"name\" \"cpmstore\" \"version\" \"...",
+                        "a OK ID completed.",
+                    ],
+                ),
+                (
+                    &["a LOGOUT"],
+                    &["* BYE Logging out.", "a OK Logout completed."],
+                ),
+                (
+                    &["a ENABLE CONDSTORE"],
+                    &["a BAD Command not allowed before login."],
+                ),
+            ],
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn authenticated_commands() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &["a CAPABILITY"],
+                    &[
+                        "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS \
+                         UNSELECT CHILDREN SPECIAL-USE MOVE CONDSTORE QRESYNC APPENDLIMIT=...",
+                        "a OK Capability completed.",
+                    ],
+                ),
+                (
+                    &["a ENABLE CONDSTORE QRESYNC", "b ENABLE CONDSTORE"],
+                    &[
+                        "* ENABLED CONDSTORE QRESYNC",
+                        "a OK Enabled.",
+                        "* ENABLED",
+                        "b OK Enabled.",
+                    ],
+                ),
+                (
+                    &["a NAMESPACE"],
+                    &[
+                        "* NAMESPACE ((\"\" \"/\")) NIL NIL",
+                        "a OK Namespace completed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
 }

@@ -11,21 +11,23 @@ use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 
-use super::{mailbox_name, to_flags};
+use super::args::{mailbox_name, to_flags};
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::session::Session;
+use crate::imap::state::{Login, Selected};
 
+/// APPEND; `selected` is the selected mailbox, if any (it is caught up after an
+/// APPEND into it).
 pub async fn append(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &Login,
+    selected: Option<&mut Selected>,
     mailbox: &Mailbox<'_>,
     flags: Vec<Flag<'_>>,
     date: Option<DateTime>,
     message: LiteralOrLiteral8<'_>,
 ) -> CmdResult {
-    let account = s
-        .user()
-        .map(|u| u.id)
-        .ok_or_else(|| CmdError::bad("Not logged in."))?;
+    let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     let flags = to_flags(&flags)?;
     let content = crlf(match message {
@@ -63,8 +65,10 @@ pub async fn append(
             },
         )
         .await?;
-    if s.selected_ids().map(|(_, m)| m) == Some(mb.id) {
-        s.dirty = true;
+    if let Some(selected) = selected
+        && selected.view.mailbox.id == mb.id
+    {
+        selected.dirty = true;
     }
     Ok(Done::with_code(
         format!("APPENDUID {} {}", appended.uidvalidity, appended.uid),
@@ -117,5 +121,33 @@ mod tests {
                 String::from_utf8_lossy(given)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn append() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a APPEND INBOX (\\Seen) {11+}\r\nHello world",
+                    "b APPEND Nope {2+}\r\nHi",
+                    "c APPEND INBOX {0+}\r\n",
+                ],
+                &[
+                    "* 4 EXISTS",
+                    "* 1 RECENT",
+                    "a OK [APPENDUID ... 4] Append completed.",
+                    "b NO [TRYCREATE] Mailbox doesn't exist.",
+                    "c NO Can't save an empty message.",
+                ],
+            )],
+        )
+        .await;
     }
 }

@@ -11,23 +11,26 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use cpmstore_storage::Account;
 use imap_codec::imap_types::auth::AuthMechanism;
 use imap_codec::imap_types::core::AString;
+use imap_codec::imap_types::response::CommandContinuationRequest;
 use imap_codec::imap_types::secret::Secret as WireSecret;
 
 use crate::auth::scram::{self, ClientFirst, Variant};
 use crate::auth::secret::{Secret, SecretBytes};
 use crate::auth::stats::Mechanism;
 use crate::imap::codec::AuthLine;
+use crate::imap::connection::{Connection, Next};
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::session::{Next, Session, State};
+use crate::imap::state::{Login, PreAuth};
 
 const FAILED: &str = "Authentication failed.";
 
-pub fn starttls(s: &mut Session) -> CmdResult {
+/// A successful login: the tagged OK, and the state's data from now on.
+type LoggedIn = CmdResult<(Done, Login)>;
+
+pub fn starttls(s: &mut Connection) -> CmdResult {
     if s.is_secure() {
         return Err(CmdError::bad("TLS is already active."));
     }
@@ -50,23 +53,25 @@ fn cancelled() -> CmdError {
 }
 
 pub async fn login(
-    s: &mut Session,
+    s: &mut Connection,
+    pre: &mut PreAuth,
     username: AString<'static>,
     password: WireSecret<AString<'static>>,
-) -> CmdResult {
+) -> LoggedIn {
     if !s.is_secure() {
         return Err(privacy_required());
     }
     let username = String::from_utf8_lossy(username.as_ref()).into_owned();
     let password = password_secret(password.declassify().as_ref().to_vec());
-    password_login(s, Mechanism::Login, &username, &password).await
+    password_login(s, pre, Mechanism::Login, &username, &password).await
 }
 
 pub async fn authenticate(
-    s: &mut Session,
+    s: &mut Connection,
+    pre: &mut PreAuth,
     mechanism: AuthMechanism<'static>,
     initial_response: Option<WireSecret<Cow<'static, [u8]>>>,
-) -> CmdResult {
+) -> LoggedIn {
     if !s.is_secure() {
         return Err(privacy_required());
     }
@@ -74,12 +79,12 @@ pub async fn authenticate(
     let external_usable =
         mechanism.as_ref().eq_ignore_ascii_case("EXTERNAL") && s.io.conn().psk_peer().is_some();
     match mechanism {
-        AuthMechanism::Plain => plain(s, initial).await,
-        AuthMechanism::ScramSha256 => scram(s, Variant::Sha256, initial).await,
+        AuthMechanism::Plain => plain(s, pre, initial).await,
+        AuthMechanism::ScramSha256 => scram(s, pre, Variant::Sha256, initial).await,
         AuthMechanism::ScramSha256Plus if !s.channel_binding_types().is_empty() => {
-            scram(s, Variant::Sha256Plus, initial).await
+            scram(s, pre, Variant::Sha256Plus, initial).await
         }
-        AuthMechanism::Other(_) if external_usable => external(s, initial).await,
+        AuthMechanism::Other(_) if external_usable => external(s, pre, initial).await,
         other => Err(CmdError::no(format!(
             "Unsupported authentication mechanism {}.",
             other.as_ref()
@@ -90,17 +95,19 @@ pub async fn authenticate(
 /// The initial response, or the client's answer to an empty challenge. `None` when
 /// the client cancelled.
 async fn first_message(
-    s: &mut Session,
+    s: &mut Connection,
+    pre: &PreAuth,
     initial: Option<SecretBytes>,
 ) -> CmdResult<Option<SecretBytes>> {
     match initial {
         Some(ir) => Ok(Some(ir)),
-        None => read_response(s, b"+ \r\n").await,
+        // An empty challenge: `+ ` and nothing after it.
+        None => read_response(s, pre, CommandContinuationRequest::base64(&[][..])).await,
     }
 }
 
-async fn plain(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
-    let Some(message) = first_message(s, initial).await? else {
+async fn plain(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
+    let Some(message) = first_message(s, pre, initial).await? else {
         return Err(cancelled());
     };
     let peer = s.info.peer.ip();
@@ -109,7 +116,7 @@ async fn plain(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
             .auth
             .refused(None, peer, Mechanism::Plain, &"malformed PLAIN message")
             .await;
-        return fail(s);
+        return fail(s, pre);
     };
     let authc_text = String::from_utf8_lossy(authc).into_owned();
     if !authz.is_empty() && authz != authc {
@@ -123,29 +130,34 @@ async fn plain(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
                 &"authorisation identity names another account",
             )
             .await;
-        return fail(s);
+        return fail(s, pre);
     }
     let password = password_secret(password.to_vec());
-    password_login(s, Mechanism::Plain, &authc_text, &password).await
+    password_login(s, pre, Mechanism::Plain, &authc_text, &password).await
 }
 
 /// SCRAM-SHA-256(-PLUS): client-first (initial response or after `+ `), server-first
 /// in a continuation, client-final, then the server-final in a continuation that the
 /// client acknowledges with an empty line (IMAP4rev1 has no data on the tagged OK).
-async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) -> CmdResult {
+async fn scram(
+    s: &mut Connection,
+    pre: &mut PreAuth,
+    variant: Variant,
+    initial: Option<SecretBytes>,
+) -> LoggedIn {
     let mechanism = match variant {
         Variant::Sha256 => Mechanism::ScramSha256,
         Variant::Sha256Plus => Mechanism::ScramSha256Plus,
     };
     let peer = s.info.peer.ip();
-    let Some(first) = first_message(s, initial).await? else {
+    let Some(first) = first_message(s, pre, initial).await? else {
         return Err(cancelled());
     };
     let client = match ClientFirst::parse(first.expose()) {
         Ok(client) => client,
         Err(e) => {
             s.ctx.auth.refused(None, peer, mechanism, &e).await;
-            return fail(s);
+            return fail(s, pre);
         }
     };
     let offered = s.channel_binding_types();
@@ -164,7 +176,7 @@ async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) 
                 .auth
                 .refused(Some(&client.username), peer, mechanism, &e)
                 .await;
-            return fail(s);
+            return fail(s, pre);
         }
     };
     let (attempt, server_first) = match s
@@ -174,10 +186,10 @@ async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) 
         .await
     {
         Ok(started) => started,
-        Err(_) => return fail(s),
+        Err(_) => return fail(s, pre),
     };
-    let prompt = format!("+ {}\r\n", B64.encode(server_first));
-    let Some(client_final) = read_response(s, prompt.as_bytes()).await? else {
+    let prompt = CommandContinuationRequest::base64(server_first.into_bytes());
+    let Some(client_final) = read_response(s, pre, prompt).await? else {
         return Err(cancelled());
     };
     let (account, server_final) = match s
@@ -187,10 +199,10 @@ async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) 
         .await
     {
         Ok(done) => done,
-        Err(_) => return fail(s),
+        Err(_) => return fail(s, pre),
     };
-    let prompt = format!("+ {}\r\n", B64.encode(server_final));
-    match read_response(s, prompt.as_bytes()).await? {
+    let prompt = CommandContinuationRequest::base64(server_final.into_bytes());
+    match read_response(s, pre, prompt).await? {
         Some(ack) if ack.is_empty() => logged_in(s, account),
         Some(_) => Err(CmdError::bad(
             "Expected an empty response after the server's final message.",
@@ -201,13 +213,13 @@ async fn scram(s: &mut Session, variant: Variant, initial: Option<SecretBytes>) 
 
 /// EXTERNAL on PSK-TLS: the handshake's PSK names the subscriber; the message is the
 /// authorisation identity, empty or that same subscriber.
-async fn external(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
+async fn external(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
     let Some(psk) = s.io.conn().psk_peer().cloned() else {
         return Err(CmdError::no(
             "Unsupported authentication mechanism EXTERNAL.",
         ));
     };
-    let Some(authzid) = first_message(s, initial).await? else {
+    let Some(authzid) = first_message(s, pre, initial).await? else {
         return Err(cancelled());
     };
     let current = s
@@ -223,16 +235,20 @@ async fn external(s: &mut Session, initial: Option<SecretBytes>) -> CmdResult {
         .await
     {
         Ok(account) => logged_in(s, account),
-        Err(_) => fail(s),
+        Err(_) => fail(s, pre),
     }
 }
 
 /// Sends a continuation and reads one line of client data. `None` when cancelled.
-async fn read_response(s: &mut Session, prompt: &[u8]) -> CmdResult<Option<SecretBytes>> {
+async fn read_response(
+    s: &mut Connection,
+    pre: &PreAuth,
+    prompt: CommandContinuationRequest<'_>,
+) -> CmdResult<Option<SecretBytes>> {
+    s.continuation(prompt);
     s.flush().await?;
-    s.io.write_all(prompt).await?;
     // The exchange is part of logging in: it ends at the login deadline too.
-    let line = tokio::time::timeout_at(s.login_deadline, s.io.read_auth_line())
+    let line = tokio::time::timeout_at(pre.deadline, s.io.read_auth_line())
         .await
         .map_err(|_| CmdError::Bye("Login timeout; log in sooner.".into()))?;
     match line? {
@@ -264,11 +280,12 @@ fn split_plain(message: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 }
 
 async fn password_login(
-    s: &mut Session,
+    s: &mut Connection,
+    pre: &mut PreAuth,
     mechanism: Mechanism,
     username: &str,
     password: &Secret,
-) -> CmdResult {
+) -> LoggedIn {
     let peer = s.info.peer.ip();
     match s
         .ctx
@@ -277,13 +294,13 @@ async fn password_login(
         .await
     {
         Ok(account) => logged_in(s, account),
-        Err(_) => fail(s),
+        Err(_) => fail(s, pre),
     }
 }
 
-/// Enters the authenticated state; the OK carries the new capabilities. An account
+/// The authenticated state's data; the OK carries the new capabilities. An account
 /// with `limits.max_connections_per_account` sessions already gets `NO [LIMIT]`.
-fn logged_in(s: &mut Session, account: Account) -> CmdResult {
+fn logged_in(s: &mut Connection, account: Account) -> LoggedIn {
     let Some(slot) = s.ctx.account_slots.claim(account.id) else {
         tracing::info!(peer = %s.info.peer, user = %account.username, "login refused: too many sessions for the account");
         return Err(CmdError::no_code(
@@ -291,23 +308,17 @@ fn logged_in(s: &mut Session, account: Account) -> CmdResult {
             "Too many connections for this account.",
         ));
     };
-    s.account_slot = Some(slot);
-    s.state = State::Authenticated {
-        user: Arc::new(account),
-    };
-    Ok(Done::with_code(
-        format!("CAPABILITY {}", s.capabilities()),
-        "Logged in.",
-    ))
+    let login = Login::new(Arc::new(account), Some(slot));
+    let done = Done::with_code(format!("CAPABILITY {}", s.capabilities(true)), "Logged in.");
+    Ok((done, login))
 }
 
 /// One more failure on this connection; the third ends it.
-fn fail(s: &mut Session) -> CmdResult {
-    s.auth_failures += 1;
-    if s.auth_failures >= s.ctx.max_failures_per_connection {
-        tracing::info!(peer = %s.info.peer, failures = s.auth_failures, "closing the connection after failed logins");
-        s.out
-            .extend_from_slice(b"* BYE Too many failed logins.\r\n");
+fn fail<T>(s: &mut Connection, pre: &mut PreAuth) -> CmdResult<T> {
+    pre.failures += 1;
+    if pre.failures >= s.ctx.max_failures_per_connection {
+        tracing::info!(peer = %s.info.peer, failures = pre.failures, "closing the connection after failed logins");
+        s.bye("Too many failed logins.");
         s.next = Next::Close;
     }
     Err(CmdError::no_code("AUTHENTICATIONFAILED", FAILED))
@@ -330,5 +341,50 @@ mod tests {
         assert_eq!(split_plain(b"alice\0pw"), None);
         assert_eq!(split_plain(b"\0\0pw"), None);
         assert_eq!(split_plain(b"\0a\0p\0w"), None);
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+
+    use crate::imap::harness::{PASSWORD, Start, USERNAME};
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn authenticate_plain_and_failures() {
+        let plain = B64.encode(format!("\0{USERNAME}\0{PASSWORD}"));
+        let wrong = B64.encode(format!("\0{USERNAME}\0nope"));
+        let ir = format!("a AUTHENTICATE PLAIN {plain}");
+        let wrong_ir = format!("a AUTHENTICATE PLAIN {wrong}");
+        table(
+            Start::NotAuthenticated,
+            &[
+                (
+                    &["a AUTHENTICATE PLAIN", &plain],
+                    &["+ ", "a OK [CAPABILITY IMAP4rev1 ...] Logged in."],
+                ),
+                (&[&ir], &["a OK [CAPABILITY IMAP4rev1 ...] Logged in."]),
+                (
+                    &["a AUTHENTICATE PLAIN", "*"],
+                    &["+ ", "a BAD Authentication cancelled."],
+                ),
+                (
+                    &["a AUTHENTICATE CRAM-MD5"],
+                    &["a NO Unsupported authentication mechanism CRAM-MD5."],
+                ),
+                (
+                    &[&wrong_ir, &wrong_ir, &wrong_ir],
+                    &[
+                        "a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                        "a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                        "* BYE Too many failed logins.",
+                        "a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
     }
 }

@@ -1,29 +1,37 @@
 //! COPY, MOVE (RFC 6851) and their UID forms, with COPYUID (UIDPLUS).
 
+use std::num::NonZeroU32;
+
 use cpmstore_storage::Error as StoreError;
+use imap_codec::imap_types::core::Vec1;
+use imap_codec::imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::Code;
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::mailbox_name;
+use super::args::mailbox_name;
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{to_ranges, uid_set_string};
-use crate::imap::session::{Session, State};
+use crate::imap::state::{Login, Selected};
 
 pub async fn copy(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &Login,
+    selected: &mut Selected,
     set: &SequenceSet,
     target: &Mailbox<'_>,
     uid: bool,
     mv: bool,
 ) -> CmdResult {
-    let (account, source, uids, read_only) = match &s.state {
-        State::Selected { user, view } => {
-            let uids = view.resolve(set, uid).map_err(CmdError::bad)?;
-            let live: Vec<u32> = uids.into_iter().filter(|u| !view.is_expunged(*u)).collect();
-            (user.id, view.mailbox.id, live, view.read_only)
-        }
-        _ => return Err(CmdError::bad("No mailbox selected.")),
-    };
+    let view = &selected.view;
+    let (account, source, read_only) = (login.user.id, view.mailbox.id, view.read_only);
+    let uids: Vec<u32> = view
+        .resolve(set, uid)
+        .map_err(CmdError::bad)?
+        .into_iter()
+        .filter(|u| !view.is_expunged(*u))
+        .collect();
     if mv && read_only {
         return Err(CmdError::no_code("READ-ONLY", "Mailbox is read-only."));
     }
@@ -52,7 +60,7 @@ pub async fn copy(
         s.ctx.store.copy(account, source, &ranges, dest.id).await?
     };
     if dest.id == source || mv {
-        s.dirty = true;
+        selected.dirty = true;
     }
     let code = format!(
         "COPYUID {} {} {}",
@@ -62,9 +70,75 @@ pub async fn copy(
     );
     if mv {
         // RFC 6851: COPYUID goes in an untagged OK before the EXPUNGEs.
-        s.out
-            .extend_from_slice(format!("* OK [{code}] Moved UIDs.\r\n").as_bytes());
+        match (
+            NonZeroU32::new(copied.uidvalidity),
+            uid_set(&copied.source_uids),
+            uid_set(&copied.dest_uids),
+        ) {
+            (Some(uid_validity), Some(source), Some(destination)) => s.ok(
+                Some(Code::CopyUid {
+                    uid_validity,
+                    source,
+                    destination,
+                }),
+                "Moved UIDs.",
+            ),
+            // Not reached: something was moved, to a mailbox with a UIDVALIDITY.
+            _ => s.ok(None, "Moved UIDs."),
+        }
         return Ok(Done::text("Move completed."));
     }
     Ok(Done::with_code(code, "Copy completed."))
+}
+
+/// UIDs as UIDPLUS's `uid-set`, in their shortest form; `None` when there are none.
+fn uid_set(uids: &[u32]) -> Option<UidSet> {
+    let elements: Vec<UidElement> = to_ranges(uids)
+        .iter()
+        .filter_map(|r| {
+            let (start, end) = (NonZeroU32::new(r.start)?, NonZeroU32::new(r.end)?);
+            Some(if start == end {
+                UidElement::Single(start)
+            } else {
+                UidElement::Range(start, end)
+            })
+        })
+        .collect();
+    Vec1::try_from(elements).ok().map(UidSet)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn copy_and_move() {
+        table(
+            Start::Selected { read_only: false },
+            &[
+                (
+                    &[
+                        "a COPY 1:2 Archive",
+                        "b COPY 1 Nope",
+                        "c UID COPY 99 Archive",
+                    ],
+                    &[
+                        "a OK [COPYUID ... 1:2 ...] Copy completed.",
+                        "b NO [TRYCREATE] Mailbox doesn't exist.",
+                        "c OK No messages matched; copy completed.",
+                    ],
+                ),
+                (
+                    &["a MOVE 1 Archive"],
+                    &[
+                        "* OK [COPYUID ... 1 ...] Moved UIDs.",
+                        "* 1 EXPUNGE",
+                        "a OK Move completed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
 }

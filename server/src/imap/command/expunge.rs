@@ -2,35 +2,25 @@
 
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::to_ranges;
-use crate::imap::session::{Session, State};
-
-fn selected(
-    s: &Session,
-) -> CmdResult<(
-    cpmstore_storage::AccountId,
-    cpmstore_storage::MailboxId,
-    bool,
-)> {
-    match &s.state {
-        State::Selected { user, view } => Ok((user.id, view.mailbox.id, view.read_only)),
-        _ => Err(CmdError::bad("No mailbox selected.")),
-    }
-}
+use crate::imap::state::{Login, Selected};
 
 /// Expunges \Deleted messages (within the UID set for UID EXPUNGE). The EXPUNGE
 /// responses come from the catch-up that follows the command.
-pub async fn expunge(s: &mut Session, uids: Option<&SequenceSet>) -> CmdResult {
-    let (account, mailbox, read_only) = selected(s)?;
-    if read_only {
+pub async fn expunge(
+    c: &mut Connection,
+    login: &Login,
+    selected: &mut Selected,
+    uids: Option<&SequenceSet>,
+) -> CmdResult {
+    let view = &selected.view;
+    if view.read_only {
         return Err(CmdError::no_code("READ-ONLY", "Mailbox is read-only."));
     }
     let ranges = match uids {
         Some(set) => {
-            let view = s
-                .view()
-                .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
             let uids = view.resolve(set, true).map_err(CmdError::bad)?;
             if uids.is_empty() {
                 return Ok(Done::text("Expunge completed."));
@@ -39,34 +29,80 @@ pub async fn expunge(s: &mut Session, uids: Option<&SequenceSet>) -> CmdResult {
         }
         None => None,
     };
-    s.ctx
+    c.ctx
         .store
-        .expunge(account, mailbox, ranges.as_deref())
+        .expunge(login.user.id, view.mailbox.id, ranges.as_deref())
         .await?;
-    s.dirty = true;
+    selected.dirty = true;
     Ok(Done::text("Expunge completed."))
 }
 
-/// CLOSE: expunge silently (read-write only), then leave the mailbox.
-pub async fn close(s: &mut Session) -> CmdResult {
-    let (account, mailbox, read_only) = selected(s)?;
-    if !read_only {
-        s.ctx.store.expunge(account, mailbox, None).await?;
+/// CLOSE: expunge silently (read-write only); the dispatcher then leaves the mailbox.
+pub async fn close(c: &mut Connection, login: &Login, selected: &Selected) -> CmdResult {
+    let view = &selected.view;
+    if !view.read_only {
+        c.ctx
+            .store
+            .expunge(login.user.id, view.mailbox.id, None)
+            .await?;
     }
-    leave(s);
     Ok(Done::text("Close completed."))
 }
 
-/// UNSELECT (RFC 3691): leave without expunging.
-pub fn unselect(s: &mut Session) -> CmdResult {
-    selected(s)?;
-    leave(s);
+/// UNSELECT (RFC 3691): the dispatcher leaves the mailbox, without expunging.
+pub fn unselect() -> CmdResult {
     Ok(Done::text("Unselect completed."))
 }
 
-fn leave(s: &mut Session) {
-    if let Some(user) = s.user().cloned() {
-        s.state = State::Authenticated { user };
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn expunge_close_unselect() {
+        table(
+            Start::Selected { read_only: false },
+            &[
+                (
+                    &[
+                        "a STORE 2 +FLAGS.SILENT (\\Deleted)",
+                        "b EXPUNGE",
+                        "c EXPUNGE",
+                    ],
+                    &[
+                        "a OK Store completed.",
+                        "* 2 EXPUNGE",
+                        "b OK Expunge completed.",
+                        "c OK Expunge completed.",
+                    ],
+                ),
+                (
+                    &[
+                        "a STORE 1:2 +FLAGS.SILENT (\\Deleted)",
+                        "b UID EXPUNGE 2",
+                        "c CLOSE",
+                    ],
+                    &[
+                        "a OK Store completed.",
+                        "* 2 EXPUNGE",
+                        "b OK Expunge completed.",
+                        "c OK Close completed.",
+                    ],
+                ),
+            ],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: true },
+            &[(
+                &["a EXPUNGE", "b UNSELECT"],
+                &[
+                    "a NO [READ-ONLY] Mailbox is read-only.",
+                    "b OK Unselect completed.",
+                ],
+            )],
+        )
+        .await;
     }
-    s.dirty = false;
 }

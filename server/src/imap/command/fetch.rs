@@ -28,22 +28,24 @@ use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
 };
+use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{
-    MailboxView, read_rows, to_ranges, uid_set_ranges, uid_set_string,
-};
+use crate::imap::mailbox_view::{MailboxView, read_rows, to_ranges, uid_set_ranges};
 use crate::imap::mime::{self, Message};
-use crate::imap::response::{flag_list, string};
-use crate::imap::session::{Session, State};
+use crate::imap::response::{flag_list, string, uid_sequence_set};
+use crate::imap::state::{Login, Selected};
 
 /// Messages asked of the store per round trip.
 const CHUNK: usize = 256;
 
 /// Runs FETCH (`uid` false) or UID FETCH.
 pub async fn fetch(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    selected: &mut Selected,
     sequence_set: &SequenceSet,
     names: MacroOrMessageDataItemNames<'static>,
     uid: bool,
@@ -58,7 +60,7 @@ pub async fn fetch(
         }
     }
     if vanished {
-        if !s.qresync {
+        if !login.qresync {
             return Err(CmdError::bad(
                 "VANISHED needs QRESYNC, which is not enabled.",
             ));
@@ -69,31 +71,35 @@ pub async fn fetch(
     }
     let mut request = Request::new(names, uid)?;
     if let (true, Some(since)) = (vanished, changed_since) {
-        vanished_earlier(s, sequence_set, since).await?;
+        vanished_earlier(s, &selected.view, sequence_set, since).await?;
     } else if vanished {
         return Err(CmdError::bad("VANISHED needs CHANGEDSINCE."));
     }
     if changed_since.is_some() || request.items.contains(&Item::ModSeq) {
         // A CONDSTORE-enabling command (RFC 7162 3.1).
-        s.enable_condstore();
+        login.enable_condstore(Some(&selected.view), &mut s.out);
     }
-    if changed_since.is_some() || (s.condstore && request.items.contains(&Item::Flags)) {
+    if changed_since.is_some() || (login.condstore && request.items.contains(&Item::Flags)) {
         request.add(Item::ModSeq);
     }
-    let account = s
-        .user()
-        .map(|user| user.id)
-        .ok_or_else(|| CmdError::bad("Not authenticated."))?;
+    let account = login.user.id;
+    let condstore = login.condstore;
     if request.answerable_from_view() {
-        return fetch_from_view(s, sequence_set, uid, &request, changed_since).await;
+        return fetch_from_view(
+            s,
+            condstore,
+            &selected.view,
+            sequence_set,
+            uid,
+            &request,
+            changed_since,
+        )
+        .await;
     }
-    let condstore = s.condstore;
     // Every message the client can see, those expunged meanwhile included: until the
     // client is told, it reads them as they were (RFC 3501 5.5; as Dovecot does).
     let (mailbox, read_only, uids) = {
-        let view = s
-            .view()
-            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+        let view = &selected.view;
         let uids = changed_after(
             view,
             view.resolve(sequence_set, uid).map_err(CmdError::bad)?,
@@ -105,19 +111,17 @@ pub async fn fetch(
 
     let mut now_seen = HashSet::new();
     if request.sets_seen && !read_only {
-        let unseen: Vec<u32> = match s.view() {
-            Some(view) => uids
-                .iter()
-                .copied()
-                .filter(|&u| {
-                    !view.is_expunged(u)
-                        && view
-                            .flags_of(u)
-                            .is_some_and(|f| !f.system.contains(SystemFlags::SEEN))
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let view = &selected.view;
+        let unseen: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|&u| {
+                !view.is_expunged(u)
+                    && view
+                        .flags_of(u)
+                        .is_some_and(|f| !f.system.contains(SystemFlags::SEEN))
+            })
+            .collect();
         if !unseen.is_empty() {
             let seen = Flags {
                 system: SystemFlags(SystemFlags::SEEN),
@@ -133,11 +137,9 @@ pub async fn fetch(
                     None,
                 )
                 .await?;
-            if let Some(view) = s.view_mut() {
-                for meta in changed {
-                    now_seen.insert(meta.uid);
-                    view.set_flags(meta.uid, meta.flags, meta.modseq);
-                }
+            for meta in changed {
+                now_seen.insert(meta.uid);
+                selected.view.set_flags(meta.uid, meta.flags, meta.modseq);
             }
         }
     }
@@ -150,14 +152,15 @@ pub async fn fetch(
         // Expunged by someone else and its content since deleted.
         missing |= metas.len() < chunk.len();
         for meta in metas {
-            let known = s.view().and_then(|view| {
+            let view = &selected.view;
+            let known = (|| {
                 Some((
                     view.seq_of(meta.uid)?,
                     view.flags_of(meta.uid)?.clone(),
                     view.is_recent(meta.uid),
                     view.modseq_of(meta.uid)?,
                 ))
-            });
+            })();
             let Some((seq, flags, recent, modseq)) = known else {
                 continue;
             };
@@ -202,11 +205,13 @@ pub async fn fetch(
 /// `VANISHED (EARLIER)` for the UIDs of `set` expunged after `since`. A UID the view
 /// still holds (expunged, but not yet told) is included: EARLIER does not change
 /// the client's message count, and the VANISHED that removes it follows later.
-async fn vanished_earlier(s: &mut Session, set: &SequenceSet, since: u64) -> CmdResult<()> {
+async fn vanished_earlier(
+    s: &mut Connection,
+    view: &MailboxView,
+    set: &SequenceSet,
+    since: u64,
+) -> CmdResult<()> {
     let (account, mailbox, ranges) = {
-        let view = s
-            .view()
-            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
         let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
         (
             view.mailbox.account,
@@ -219,9 +224,11 @@ async fn vanished_earlier(s: &mut Session, set: &SequenceSet, since: u64) -> Cmd
         .store
         .expunged_since(account, mailbox, since, Some(&ranges))
         .await?;
-    if !gone.is_empty() {
-        let line = format!("* VANISHED (EARLIER) {}\r\n", uid_set_string(&gone));
-        s.out.extend_from_slice(line.as_bytes());
+    if let Some(known_uids) = uid_sequence_set(&gone) {
+        s.data(Data::Vanished {
+            earlier: true,
+            known_uids,
+        });
     }
     Ok(())
 }
@@ -230,16 +237,14 @@ async fn vanished_earlier(s: &mut Session, set: &SequenceSet, since: u64) -> Cmd
 /// session already knows, so every message the client can see is answered, even one
 /// another session has expunged meanwhile (as Dovecot answers them from its index).
 async fn fetch_from_view(
-    s: &mut Session,
+    s: &mut Connection,
+    condstore: bool,
+    view: &MailboxView,
     sequence_set: &SequenceSet,
     uid: bool,
     request: &Request,
     changed_since: Option<u64>,
 ) -> CmdResult {
-    let condstore = s.condstore;
-    let view = s
-        .view()
-        .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
     let uids = changed_after(
         view,
         view.resolve(sequence_set, uid).map_err(CmdError::bad)?,
@@ -248,9 +253,6 @@ async fn fetch_from_view(
     for chunk in uids.chunks(CHUNK) {
         // Formatting is CPU work on the reactor: let other sessions run between chunks.
         tokio::task::yield_now().await;
-        let State::Selected { view, .. } = &s.state else {
-            return Err(CmdError::bad("No mailbox selected."));
-        };
         for &uid in chunk {
             if let (Some(seq), Some(flags), Some(modseq)) =
                 (view.seq_of(uid), view.flags_of(uid), view.modseq_of(uid))
@@ -564,7 +566,7 @@ fn nul_to_0x80(bytes: &mut [u8]) {
 
 /// Writes the output buffer with its spliced literals in place, a chunk at a time;
 /// without splices, only flushes a full buffer.
-async fn write_spliced(s: &mut Session, spliced: Spliced<'_>) -> CmdResult<()> {
+async fn write_spliced(s: &mut Connection, spliced: Spliced<'_>) -> CmdResult<()> {
     if spliced.is_empty() {
         s.maybe_flush().await?;
         return Ok(());
@@ -963,5 +965,37 @@ mod tests {
         for (secs, tz, expected) in cases {
             assert_eq!(internal_date(*secs, *tz), *expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn fetch_and_uid_fetch() {
+        table(
+            Start::Selected { read_only: true },
+            &[(
+                &[
+                    "a FETCH 1:* (UID)",
+                    "b UID FETCH 3 (UID RFC822.SIZE)",
+                    "c FETCH 9 (UID)",
+                    "d UID FETCH 1 (UID) (VANISHED)",
+                ],
+                &[
+                    "* 1 FETCH (UID 1)",
+                    "* 2 FETCH (UID 2)",
+                    "* 3 FETCH (UID 3)",
+                    "a OK Fetch completed.",
+                    "* 3 FETCH (UID 3 RFC822.SIZE ...",
+                    "b OK Fetch completed.",
+                    "c BAD...",
+                    "d BAD VANISHED needs QRESYNC, which is not enabled.",
+                ],
+            )],
+        )
+        .await;
     }
 }

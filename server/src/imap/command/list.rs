@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 
-use super::existing_mailbox_name;
-use crate::imap::error::{CmdError, CmdResult, Done};
+use super::args::existing_mailbox_name;
+use crate::imap::connection::Connection;
+use crate::imap::error::{CmdResult, Done};
 use crate::imap::response;
-use crate::imap::session::Session;
+use crate::imap::state::Login;
 
 /// Whether `name` matches the LIST pattern: `*` matches anything, `%` anything but `/`.
 /// Dynamic programming over positions: O(pattern x name), whatever the pattern.
@@ -62,15 +63,13 @@ fn matches_name(pattern: &[u8], name: &str) -> bool {
 }
 
 pub async fn list(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &Login,
     reference: &Mailbox<'_>,
     pattern: &ListMailbox<'_>,
     lsub: bool,
 ) -> CmdResult {
-    let account = s
-        .user()
-        .map(|u| u.id)
-        .ok_or_else(|| CmdError::bad("Not logged in."))?;
+    let account = login.user.id;
     let reference = match reference {
         Mailbox::Inbox => "INBOX".to_string(),
         // LIST only matches stored names, so the reference and the pattern are not
@@ -210,5 +209,39 @@ mod tests {
         }
         assert!(matches_name(b"inbox", "INBOX"));
         assert!(matches_name(b"iNbOx/%", "INBOX/x"));
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn list_and_lsub() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &[
+                        "a LIST \"\" \"\"",
+                        "b LIST \"\" INBOX",
+                        "c LIST \"\" Nothing*",
+                    ],
+                    &[
+                        "* LIST (\\Noselect) \"/\" \"\"",
+                        "a OK List completed.",
+                        "* LIST (\\HasNoChildren) \"/\" INBOX",
+                        "b OK List completed.",
+                        "c OK List completed.",
+                    ],
+                ),
+                (
+                    &["a LSUB \"\" INBOX"],
+                    &["* LSUB () \"/\" INBOX", "a OK Lsub completed."],
+                ),
+            ],
+        )
+        .await;
     }
 }

@@ -1,13 +1,18 @@
 //! CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, STATUS.
 
+use std::num::NonZeroU32;
+
 use cpmstore_storage::{Error as StoreError, NewMailbox};
 use imap_codec::imap_types::mailbox::Mailbox;
-use imap_codec::imap_types::status::StatusDataItemName;
+use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 
-use super::{existing_mailbox_name, mailbox_name};
+use super::args::{existing_mailbox_name, mailbox_name};
+use crate::imap::connection::{Connection, Next};
 use crate::imap::error::{CmdError, CmdResult, Done};
+use crate::imap::mailbox_view::MailboxView;
 use crate::imap::response;
-use crate::imap::session::{Session, State};
+use crate::imap::state::Login;
 
 /// Longest mailbox name we accept, in bytes.
 const MAX_NAME: usize = 255;
@@ -29,14 +34,8 @@ pub fn valid_new_name(name: &str) -> CmdResult<String> {
     Ok(name.to_string())
 }
 
-fn account(s: &Session) -> CmdResult<cpmstore_storage::AccountId> {
-    s.user()
-        .map(|u| u.id)
-        .ok_or_else(|| CmdError::bad("Not logged in."))
-}
-
-pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
-    let account = account(s)?;
+pub async fn create(s: &mut Connection, login: &Login, mailbox: &Mailbox<'_>) -> CmdResult {
+    let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     if name == "INBOX" {
         return Err(CmdError::no_code(
@@ -74,8 +73,15 @@ pub async fn create(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
     }
 }
 
-pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
-    let account = account(s)?;
+/// DELETE; says whether it was the selected mailbox (`view`), which the dispatcher
+/// then leaves.
+pub async fn delete(
+    s: &mut Connection,
+    login: &Login,
+    view: Option<&MailboxView>,
+    mailbox: &Mailbox<'_>,
+) -> CmdResult<(Done, bool)> {
+    let account = login.user.id;
     // Not checked as modified UTF-7: a name stored before the check can still go.
     let name = existing_mailbox_name(mailbox)?;
     if name == "INBOX" {
@@ -92,23 +98,23 @@ pub async fn delete(s: &mut Session, mailbox: &Mailbox<'_>) -> CmdResult {
             "Mailbox has children, delete them first.",
         ));
     }
-    let selected_here =
-        matches!(&s.state, State::Selected { view, .. } if view.mailbox.name == name);
+    let selected_here = view.is_some_and(|view| view.mailbox.name == name);
     s.ctx.store.delete_mailbox(account, &name).await?;
     if selected_here {
         // The selected mailbox is gone: back to the authenticated state.
-        if let Some(user) = s.user().cloned() {
-            s.state = State::Authenticated { user };
-        }
-        s.out
-            .extend_from_slice(b"* BYE Selected mailbox was deleted, have to disconnect.\r\n");
-        s.next = crate::imap::session::Next::Close;
+        s.bye("Selected mailbox was deleted, have to disconnect.");
+        s.next = Next::Close;
     }
-    Ok(Done::text("Delete completed."))
+    Ok((Done::text("Delete completed."), selected_here))
 }
 
-pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> CmdResult {
-    let account = account(s)?;
+pub async fn rename(
+    s: &mut Connection,
+    login: &Login,
+    from: &Mailbox<'_>,
+    to: &Mailbox<'_>,
+) -> CmdResult {
+    let account = login.user.id;
     // The source may be a name stored before the modified UTF-7 check; the target not.
     let from = existing_mailbox_name(from)?;
     let to = mailbox_name(to)?;
@@ -133,8 +139,13 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Cm
     }
 }
 
-pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdResult {
-    let account = account(s)?;
+pub async fn subscribe(
+    s: &mut Connection,
+    login: &Login,
+    mailbox: &Mailbox<'_>,
+    on: bool,
+) -> CmdResult {
+    let account = login.user.id;
     // UNSUBSCRIBE only removes, so it takes any stored name; SUBSCRIBE checks it.
     let name = if on {
         mailbox_name(mailbox)?
@@ -152,12 +163,15 @@ pub async fn subscribe(s: &mut Session, mailbox: &Mailbox<'_>, on: bool) -> CmdR
     }
 }
 
+/// STATUS; `view` is the selected mailbox, if any.
 pub async fn status(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    view: Option<&MailboxView>,
     mailbox: &Mailbox<'_>,
     items: &[StatusDataItemName],
 ) -> CmdResult {
-    let account = account(s)?;
+    let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     let mb = match s.ctx.store.mailbox(account, &name).await {
         Ok(mb) => mb,
@@ -167,36 +181,38 @@ pub async fn status(
     let counts = s.ctx.store.mailbox_counts(account, mb.id).await?;
     // A CONDSTORE-enabling command (RFC 7162 3.1).
     if items.contains(&StatusDataItemName::HighestModSeq) {
-        s.enable_condstore();
+        login.enable_condstore(view, &mut s.out);
     }
-    let mut parts = Vec::new();
+    // UIDNEXT and UIDVALIDITY are never 0; a store that said so is not believed.
+    let invalid = || CmdError::no_code("CANNOT", "Mailbox has no valid UIDs.");
+    let mut answer = Vec::new();
     for item in items {
-        match item {
-            StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", counts.messages)),
+        answer.push(match item {
+            StatusDataItemName::Messages => StatusDataItem::Messages(counts.messages),
             StatusDataItemName::Recent => {
                 // The selected mailbox as this session sees it; any other: the messages
                 // no session has claimed as \Recent yet (Dovecot's answer too).
-                let recent = match &s.state {
-                    State::Selected { view, .. } if view.mailbox.id == mb.id => view.recent_count(),
+                StatusDataItem::Recent(match view {
+                    Some(view) if view.mailbox.id == mb.id => view.recent_count(),
                     _ => counts.recent,
-                };
-                parts.push(format!("RECENT {recent}"));
+                })
             }
-            StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", mb.uidnext)),
+            StatusDataItemName::UidNext => {
+                StatusDataItem::UidNext(NonZeroU32::new(mb.uidnext).ok_or_else(invalid)?)
+            }
             StatusDataItemName::UidValidity => {
-                parts.push(format!("UIDVALIDITY {}", mb.uidvalidity))
+                StatusDataItem::UidValidity(NonZeroU32::new(mb.uidvalidity).ok_or_else(invalid)?)
             }
-            StatusDataItemName::Unseen => parts.push(format!("UNSEEN {}", counts.unseen)),
-            StatusDataItemName::HighestModSeq => {
-                parts.push(format!("HIGHESTMODSEQ {}", mb.highestmodseq))
-            }
+            StatusDataItemName::Unseen => StatusDataItem::Unseen(counts.unseen),
+            StatusDataItemName::HighestModSeq => StatusDataItem::HighestModSeq(mb.highestmodseq),
             _ => return Err(CmdError::bad("Unsupported STATUS item.")),
-        }
+        });
     }
-    let mut line = b"* STATUS ".to_vec();
-    response::mailbox(&mut line, &mb.name);
-    line.extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-    s.out.extend_from_slice(&line);
+    let mailbox = response::wire_mailbox(&mb.name).ok_or_else(CmdError::nonexistent)?;
+    s.data(Data::Status {
+        mailbox,
+        items: answer.into(),
+    });
     Ok(Done::text("Status completed."))
 }
 
@@ -210,5 +226,66 @@ mod tests {
         for bad in ["", "/a", "a//b", "a*", "a%b", "a\u{7}b", &"x".repeat(300)] {
             assert!(valid_new_name(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn create_rename_delete_subscribe_status() {
+        table(
+            Start::Authenticated,
+            &[(
+                &[
+                    "a CREATE Work/2026",
+                    "b CREATE Work",
+                    "c RENAME Work/2026 Work/2027",
+                    "d DELETE Work",
+                    "e DELETE Work/2027",
+                    "f SUBSCRIBE Work",
+                    "g UNSUBSCRIBE Work",
+                    "h STATUS Work (MESSAGES UIDNEXT UNSEEN RECENT)",
+                    "i DELETE INBOX",
+                    "j CREATE inbox",
+                ],
+                &[
+                    "a OK Create completed.",
+                    "b NO [ALREADYEXISTS] Mailbox already exists.",
+                    "c OK Rename completed.",
+                    "d NO [HASCHILDREN] Mailbox has children, delete them first.",
+                    "e OK Delete completed.",
+                    "f OK Subscribe completed.",
+                    "g OK Unsubscribe completed.",
+                    "* STATUS \"Work\" (MESSAGES 0 UIDNEXT 1 UNSEEN 0 RECENT 0)",
+                    "h OK Status completed.",
+                    "i NO INBOX can't be deleted.",
+                    "j NO [ALREADYEXISTS] Mailbox already exists.",
+                ],
+            )],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &["a CREATE Gone", "b SELECT Gone", "c DELETE Gone"],
+                &[
+                    "a OK Create completed.",
+                    "* OK [CLOSED] Previous mailbox closed.",
+                    "* FLAGS (...",
+                    "* OK [PERMANENTFLAGS (...",
+                    "* 0 EXISTS",
+                    "* 0 RECENT",
+                    "* OK [UIDVALIDITY ...",
+                    "* OK [UIDNEXT 1] Predicted next UID.",
+                    "b OK [READ-WRITE] Select completed.",
+                    "* BYE Selected mailbox was deleted, have to disconnect.",
+                    "c OK Delete completed.",
+                ],
+            )],
+        )
+        .await;
     }
 }

@@ -1,9 +1,14 @@
 //! One file per command or family: build typed arguments from the imap-types
 //! `CommandBody`, run them against the `Store`, write untagged responses into
-//! `Session::out`, return the tagged OK's code and text (or an error).
+//! `Connection::out`, return the tagged OK's code and text (or an error).
+//!
+//! [`dispatch`] matches the session's state and the command once; handlers get the
+//! data of their state (`state.rs`) and the connection (`connection.rs`), and never
+//! the session loop.
 
 pub mod any;
 pub mod append;
+pub mod args;
 pub mod auth;
 pub mod copy;
 pub mod expunge;
@@ -15,76 +20,205 @@ pub mod search;
 pub mod select;
 pub mod store;
 
-use cpmstore_storage::{Flags, SystemFlags};
+pub use args::{existing_mailbox_name, mailbox_name, to_flags};
+
 use imap_codec::imap_types::command::CommandBody;
-use imap_codec::imap_types::flag::Flag;
-use imap_codec::imap_types::mailbox::Mailbox;
 
+use super::connection::Connection;
 use super::error::{CmdError, CmdResult};
-use super::mutf7;
-use super::session::Session;
+use super::state::{Login, PreAuth, Selected, State, Transition};
 
-/// Runs a command that the session's state allows.
+/// What became of a command.
+pub enum Dispatched {
+    /// It ran (successfully or not): the selected mailbox is caught up after it.
+    Ran(CmdResult),
+    /// The state does not allow it (RFC 3501 section 6): nothing ran.
+    Refused(CmdError),
+}
+
+/// Runs a command in the session's state: the state and the command are matched here,
+/// once; each handler gets the data of the state it runs in, and a transition it asks
+/// for replaces the state after it.
 ///
 /// Each command's future is boxed at its own size: a session in IDLE holds IDLE's
 /// state, not room for the largest command's (FETCH, SEARCH and the like).
-pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) -> CmdResult {
+pub async fn dispatch(
+    c: &mut Connection,
+    state: &mut State,
+    body: CommandBody<'static>,
+) -> Dispatched {
     use CommandBody as C;
-    match body {
-        C::Capability => any::capability(s),
-        C::Noop => any::noop(s),
-        C::Logout => any::logout(s),
-        C::Id { parameters } => any::id(s, parameters),
-        C::Enable { capabilities } => any::enable(s, capabilities),
-        C::Namespace => any::namespace(s),
-        C::StartTLS => auth::starttls(s),
-        C::Login { username, password } => Box::pin(auth::login(s, username, password)).await,
+    let mut next = Transition::Stay;
+    let authenticated = state.is_authenticated();
+    let dispatched = match (&mut *state, body) {
+        (State::Logout, _) => Dispatched::Refused(CmdError::bad("Logging out.")),
+        // Any state.
+        (_, C::Capability) => Dispatched::Ran(any::capability(c, authenticated)),
+        (State::Selected { selected, .. }, C::Noop) => Dispatched::Ran(any::noop(Some(selected))),
+        (_, C::Noop) => Dispatched::Ran(any::noop(None)),
+        (_, C::Logout) => {
+            next = Transition::Logout;
+            Dispatched::Ran(any::logout(c))
+        }
+        (_, C::Id { parameters }) => Dispatched::Ran(any::id(c, parameters)),
+        (State::NotAuthenticated { pre }, body) => not_authenticated(c, pre, body, &mut next).await,
+        (State::Authenticated { login }, body) => {
+            authenticated_state(c, login, None, body, &mut next).await
+        }
+        (State::Selected { login, selected }, body) => {
+            selected_state(c, login, selected, body, &mut next).await
+        }
+    };
+    state.apply(next);
+    dispatched
+}
+
+/// Commands of the not-authenticated state (RFC 3501 6.2).
+async fn not_authenticated(
+    c: &mut Connection,
+    pre: &mut PreAuth,
+    body: CommandBody<'static>,
+    next: &mut Transition,
+) -> Dispatched {
+    use CommandBody as C;
+    let logged_in = match body {
+        C::StartTLS => return Dispatched::Ran(auth::starttls(c)),
+        C::Login { username, password } => Box::pin(auth::login(c, pre, username, password)).await,
         C::Authenticate {
             mechanism,
             initial_response,
-        } => Box::pin(auth::authenticate(s, mechanism, initial_response)).await,
+        } => Box::pin(auth::authenticate(c, pre, mechanism, initial_response)).await,
+        _ => {
+            return Dispatched::Refused(CmdError::bad("Command not allowed before login."));
+        }
+    };
+    Dispatched::Ran(logged_in.map(|(done, login)| {
+        *next = Transition::LogIn(login);
+        done
+    }))
+}
+
+/// Commands of the authenticated state (RFC 3501 6.3), which the selected state also
+/// allows; `selected` is the mailbox when one is.
+async fn authenticated_state(
+    c: &mut Connection,
+    login: &mut Login,
+    mut selected: Option<&mut Selected>,
+    body: CommandBody<'static>,
+    next: &mut Transition,
+) -> Dispatched {
+    use CommandBody as C;
+    let view = selected.as_deref().map(|s| &s.view);
+    let r = match body {
+        C::Enable { capabilities } => any::enable(c, login, view, capabilities),
+        C::Namespace => any::namespace(c),
         C::Select {
             mailbox,
             parameters,
-        } => Box::pin(select::select(s, &mailbox, &parameters, false)).await,
+        } => {
+            let selection = Box::pin(select::select(
+                c,
+                login,
+                view.is_some(),
+                &mailbox,
+                &parameters,
+                false,
+            ));
+            selection.await.apply(next)
+        }
         C::Examine {
             mailbox,
             parameters,
-        } => Box::pin(select::select(s, &mailbox, &parameters, true)).await,
-        C::Create { mailbox } => Box::pin(mailbox::create(s, &mailbox)).await,
-        C::Delete { mailbox } => Box::pin(mailbox::delete(s, &mailbox)).await,
-        C::Rename { from, to } => Box::pin(mailbox::rename(s, &from, &to)).await,
-        C::Subscribe { mailbox } => Box::pin(mailbox::subscribe(s, &mailbox, true)).await,
-        C::Unsubscribe { mailbox } => Box::pin(mailbox::subscribe(s, &mailbox, false)).await,
+        } => {
+            let selection = Box::pin(select::select(
+                c,
+                login,
+                view.is_some(),
+                &mailbox,
+                &parameters,
+                true,
+            ));
+            selection.await.apply(next)
+        }
+        C::Create { mailbox } => Box::pin(mailbox::create(c, login, &mailbox)).await,
+        C::Delete { mailbox } => match Box::pin(mailbox::delete(c, login, view, &mailbox)).await {
+            Ok((done, selected_deleted)) => {
+                if selected_deleted {
+                    *next = Transition::Unselect;
+                }
+                Ok(done)
+            }
+            Err(e) => Err(e),
+        },
+        C::Rename { from, to } => Box::pin(mailbox::rename(c, login, &from, &to)).await,
+        C::Subscribe { mailbox } => Box::pin(mailbox::subscribe(c, login, &mailbox, true)).await,
+        C::Unsubscribe { mailbox } => Box::pin(mailbox::subscribe(c, login, &mailbox, false)).await,
         C::List {
             reference,
             mailbox_wildcard,
-        } => Box::pin(list::list(s, &reference, &mailbox_wildcard, false)).await,
+        } => Box::pin(list::list(c, login, &reference, &mailbox_wildcard, false)).await,
         C::Lsub {
             reference,
             mailbox_wildcard,
-        } => Box::pin(list::list(s, &reference, &mailbox_wildcard, true)).await,
+        } => Box::pin(list::list(c, login, &reference, &mailbox_wildcard, true)).await,
         C::Status {
             mailbox,
             item_names,
-        } => Box::pin(mailbox::status(s, &mailbox, &item_names)).await,
+        } => Box::pin(mailbox::status(c, login, view, &mailbox, &item_names)).await,
         C::Append {
             mailbox,
             flags,
             date,
             message,
-        } => Box::pin(append::append(s, &mailbox, flags, date, message)).await,
-        C::Idle => Box::pin(idle::idle(s)).await,
-        C::Check => any::check(s),
-        C::Close => Box::pin(expunge::close(s)).await,
-        C::Unselect => expunge::unselect(s),
-        C::Expunge => Box::pin(expunge::expunge(s, None)).await,
-        C::ExpungeUid { sequence_set } => Box::pin(expunge::expunge(s, Some(&sequence_set))).await,
+        } => {
+            Box::pin(append::append(
+                c,
+                login,
+                selected.as_deref_mut(),
+                &mailbox,
+                flags,
+                date,
+                message,
+            ))
+            .await
+        }
+        C::Idle => Box::pin(idle::idle(c, login, selected)).await,
+        _ => {
+            return Dispatched::Refused(CmdError::bad("Command not allowed in this state."));
+        }
+    };
+    Dispatched::Ran(r)
+}
+
+/// Commands of the selected state (RFC 3501 6.4); the others go to
+/// [`authenticated_state`].
+async fn selected_state(
+    c: &mut Connection,
+    login: &mut Login,
+    selected: &mut Selected,
+    body: CommandBody<'static>,
+    next: &mut Transition,
+) -> Dispatched {
+    use CommandBody as C;
+    let r = match body {
+        C::Check => any::check(selected),
+        C::Close => Box::pin(expunge::close(c, login, selected))
+            .await
+            .inspect(|_| {
+                *next = Transition::Unselect;
+            }),
+        C::Unselect => expunge::unselect().inspect(|_| {
+            *next = Transition::Unselect;
+        }),
+        C::Expunge => Box::pin(expunge::expunge(c, login, selected, None)).await,
+        C::ExpungeUid { sequence_set } => {
+            Box::pin(expunge::expunge(c, login, selected, Some(&sequence_set))).await
+        }
         C::Search {
             charset,
             criteria,
             uid,
-        } => Box::pin(search::search(s, charset, criteria, uid)).await,
+        } => Box::pin(search::search(c, login, selected, charset, criteria, uid)).await,
         C::Fetch {
             sequence_set,
             macro_or_item_names,
@@ -92,7 +226,9 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
             modifiers,
         } => {
             Box::pin(fetch::fetch(
-                s,
+                c,
+                login,
+                selected,
                 &sequence_set,
                 macro_or_item_names,
                 uid,
@@ -109,7 +245,9 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
             modifiers,
         } => {
             Box::pin(store::store(
-                s,
+                c,
+                login,
+                selected,
                 &sequence_set,
                 kind,
                 response,
@@ -123,72 +261,35 @@ pub async fn dispatch(s: &mut Session, tag: &str, body: CommandBody<'static>) ->
             sequence_set,
             mailbox,
             uid,
-        } => Box::pin(copy::copy(s, &sequence_set, &mailbox, uid, false)).await,
+        } => {
+            Box::pin(copy::copy(
+                c,
+                login,
+                selected,
+                &sequence_set,
+                &mailbox,
+                uid,
+                false,
+            ))
+            .await
+        }
         C::Move {
             sequence_set,
             mailbox,
             uid,
-        } => Box::pin(copy::copy(s, &sequence_set, &mailbox, uid, true)).await,
-        other => {
-            let _ = tag;
-            Err(CmdError::bad(format!(
-                "Unsupported command {}.",
-                other.name()
-            )))
+        } => {
+            Box::pin(copy::copy(
+                c,
+                login,
+                selected,
+                &sequence_set,
+                &mailbox,
+                uid,
+                true,
+            ))
+            .await
         }
-    }
-}
-
-/// The storage name of a mailbox argument: `INBOX` (any case) or the name as sent,
-/// which must be valid modified UTF-7 (`BAD` saying why otherwise). For every command
-/// that creates, opens or writes to a mailbox.
-pub fn mailbox_name(m: &Mailbox<'_>) -> CmdResult<String> {
-    if let Mailbox::Other(other) = m {
-        mutf7::validate(other.inner().as_ref())?;
-    }
-    existing_mailbox_name(m)
-}
-
-/// The storage name of a mailbox argument, without the modified UTF-7 check: for the
-/// commands that only find or remove a name (DELETE, RENAME's source, UNSUBSCRIBE,
-/// LIST's reference), so a name stored before the check existed can still be listed,
-/// renamed to a valid one or deleted. Nothing new can be named through them.
-pub fn existing_mailbox_name(m: &Mailbox<'_>) -> CmdResult<String> {
-    match m {
-        Mailbox::Inbox => Ok("INBOX".into()),
-        Mailbox::Other(other) => {
-            let name = std::str::from_utf8(other.inner().as_ref())
-                .map_err(|_| CmdError::bad("Mailbox name is not valid UTF-8 / modified UTF-7."))?;
-            // "INBOX/child" keeps INBOX's canonical spelling.
-            if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
-                return Ok(format!("INBOX/{}", &name[6..]));
-            }
-            Ok(name.to_string())
-        }
-    }
-}
-
-/// Converts a flag list from the wire; `\Recent` and unknown system flags are refused.
-pub fn to_flags(list: &[Flag<'_>]) -> CmdResult<Flags> {
-    let mut flags = Flags::default();
-    for f in list {
-        let bit = match f {
-            Flag::Seen => SystemFlags::SEEN,
-            Flag::Answered => SystemFlags::ANSWERED,
-            Flag::Flagged => SystemFlags::FLAGGED,
-            Flag::Deleted => SystemFlags::DELETED,
-            Flag::Draft => SystemFlags::DRAFT,
-            Flag::Keyword(atom) => {
-                let kw = atom.inner().to_string();
-                if !flags.keywords.iter().any(|k| k.eq_ignore_ascii_case(&kw)) {
-                    flags.keywords.push(kw);
-                }
-                continue;
-            }
-            Flag::Extension(_) => return Err(CmdError::bad("Invalid system flag.")),
-        };
-        flags.system.0 |= bit;
-    }
-    flags.keywords.sort_by_key(|k| k.to_ascii_lowercase());
-    Ok(flags)
+        other => return authenticated_state(c, login, Some(selected), other, next).await,
+    };
+    Dispatched::Ran(r)
 }

@@ -21,6 +21,7 @@
 //! ends with `(MODSEQ m)`, the highest MODSEQ of the messages found.
 
 use std::cell::OnceCell;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use crate::imap::seqset::LazyIntervals;
 use chrono::{FixedOffset, NaiveDate};
@@ -28,13 +29,15 @@ use cpmstore_storage::{
     AccountId, Error as StoreError, Flags, MailboxId, MessageMeta, Store, SystemFlags,
 };
 use imap_codec::imap_types::core::{AString, Charset, Vec1};
+use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::search::SearchKey;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Address, Header, HeaderValue, Message, MessageParser, PartType};
 
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, read_rows};
-use crate::imap::session::Session;
+use crate::imap::state::{Login, Selected};
 
 /// The charsets SEARCH accepts, as the BADCHARSET response code lists them.
 const BADCHARSET: &str = "BADCHARSET (UTF-8 US-ASCII)";
@@ -46,7 +49,9 @@ const BATCH: usize = 512;
 
 /// Runs SEARCH / UID SEARCH on the selected mailbox and writes `* SEARCH ...`.
 pub async fn search(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    selected: &mut Selected,
     charset: Option<Charset<'static>>,
     criteria: Vec1<SearchKey<'static>>,
     uid: bool,
@@ -56,15 +61,13 @@ pub async fn search(
     let uses_modseq = query.uses_modseq();
     if uses_modseq {
         // A CONDSTORE-enabling command (RFC 7162 3.1).
-        s.enable_condstore();
+        login.enable_condstore(Some(&selected.view), &mut s.out);
     }
     let store = s.ctx.store.clone();
-    let (Some(user), Some(view)) = (s.user(), s.view()) else {
-        return Err(CmdError::bad("No mailbox selected."));
-    };
+    let view = &selected.view;
     let source = StoreSource {
         store: store.as_ref(),
-        account: user.id,
+        account: login.user.id,
         mailbox: view.mailbox.id,
     };
     let hits = run(&source, view, &query).await?;
@@ -77,7 +80,7 @@ pub async fn search(
         .filter_map(|&(_, msg_uid)| view.modseq_of(msg_uid))
         .max()
         .filter(|_| uses_modseq);
-    s.out.extend_from_slice(&search_response(&numbers, highest));
+    s.data(search_response(&numbers, highest));
     s.maybe_flush().await?;
     Ok(Done::text("Search completed."))
 }
@@ -205,18 +208,10 @@ async fn run(
 
 /// `* SEARCH 2 5 7\r\n`, or `* SEARCH\r\n` for no match; `highest` adds
 /// ` (MODSEQ m)` (a search with MODSEQ that found something).
-fn search_response(numbers: &[u32], highest: Option<u64>) -> Vec<u8> {
-    let mut line = String::with_capacity(30 + numbers.len() * 6);
-    line.push_str("* SEARCH");
-    for n in numbers {
-        line.push(' ');
-        line.push_str(&n.to_string());
-    }
-    if let Some(highest) = highest {
-        line.push_str(&format!(" (MODSEQ {highest})"));
-    }
-    line.push_str("\r\n");
-    line.into_bytes()
+fn search_response(numbers: &[u32], highest: Option<u64>) -> Data<'static> {
+    // Sequence numbers and UIDs start at 1; a MODSEQ of 0 is never a message's.
+    let numbers = numbers.iter().filter_map(|&n| NonZeroU32::new(n)).collect();
+    Data::Search(numbers, highest.and_then(NonZeroU64::new))
 }
 
 // --- the compiled query ---------------------------------------------------------------
@@ -1439,24 +1434,34 @@ nested body words\r\n\
     }
 
     /// The command's future must be `Send` to run on the multi-threaded runtime.
-    fn search_is_send(s: &mut Session, criteria: Vec1<SearchKey<'static>>) {
+    fn search_is_send(
+        c: &mut Connection,
+        login: &mut Login,
+        selected: &mut Selected,
+        criteria: Vec1<SearchKey<'static>>,
+    ) {
         fn send<T: Send>(_: T) {}
-        send(search(s, None, criteria, false));
+        send(search(c, login, selected, None, criteria, false));
     }
 
     #[test]
     fn command_future_is_send() {
-        let _checked: fn(&mut Session, Vec1<SearchKey<'static>>) = search_is_send;
+        let _checked: fn(&mut Connection, &mut Login, &mut Selected, Vec1<SearchKey<'static>>) =
+            search_is_send;
     }
 
     #[test]
     fn response_line() {
-        assert_eq!(search_response(&[], None), b"* SEARCH\r\n");
-        assert_eq!(search_response(&[2, 5, 7], None), b"* SEARCH 2 5 7\r\n");
-        assert_eq!(
-            search_response(&[2, 5], Some(917)),
-            b"* SEARCH 2 5 (MODSEQ 917)\r\n"
-        );
+        use imap_codec::ResponseCodec;
+        use imap_codec::encode::Encoder;
+        use imap_codec::imap_types::response::Response;
+        let line = |numbers: &[u32], highest| {
+            let data = Response::Data(search_response(numbers, highest));
+            ResponseCodec::default().encode(&data).dump()
+        };
+        assert_eq!(line(&[], None), b"* SEARCH\r\n");
+        assert_eq!(line(&[2, 5, 7], None), b"* SEARCH 2 5 7\r\n");
+        assert_eq!(line(&[2, 5], Some(917)), b"* SEARCH 2 5 (MODSEQ 917)\r\n");
     }
 
     #[test]
@@ -1489,5 +1494,37 @@ nested body words\r\n\
         let ctx = MessageContext::new(1, 1, &flags, false, LAST).with_meta(&meta);
         assert!(!matches(&query("ON 2-Mar-2024"), &ctx));
         assert!(matches(&query("NOT ON 2-Mar-2024"), &ctx));
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn search_and_uid_search() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a SEARCH ALL",
+                    "b UID SEARCH 2:*",
+                    "c SEARCH CHARSET KOI8-R ALL",
+                    "d SEARCH MODSEQ 1",
+                ],
+                &[
+                    "* SEARCH 1 2 3",
+                    "a OK Search completed.",
+                    "* SEARCH 2 3",
+                    "b OK Search completed.",
+                    "c NO [BADCHARSET (UTF-8 US-ASCII)]...",
+                    "* OK [HIGHESTMODSEQ ...",
+                    "* SEARCH 1 2 3 (MODSEQ ...",
+                    "d OK Search completed.",
+                ],
+            )],
+        )
+        .await;
     }
 }

@@ -9,17 +9,24 @@
 //! A SELECT or EXAMINE while a mailbox is selected first says `OK [CLOSED]` (RFC 7162
 //! 3.2.11, and IMAP4rev2): what follows is about the new mailbox.
 
+use std::num::{NonZeroU32, NonZeroU64};
+
 use futures::TryStreamExt;
 use imap_codec::imap_types::command::SelectParameter;
+use imap_codec::imap_types::core::Atom;
+use imap_codec::imap_types::flag::{Flag, FlagPerm};
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::{Code, Data};
 
 use cpmstore_storage::UidRange;
 
-use super::mailbox_name;
+use super::args::mailbox_name;
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{MailboxView, uid_set_ranges, uid_set_string};
+use crate::imap::mailbox_view::{MailboxView, uid_set_ranges};
 use crate::imap::response::flag_list;
-use crate::imap::session::{Session, State};
+use crate::imap::response::uid_sequence_set;
+use crate::imap::state::{Login, Selected, Transition};
 
 /// What a client knew of the mailbox, from the QRESYNC parameter.
 struct Known {
@@ -29,15 +36,41 @@ struct Known {
     uids: Option<imap_codec::imap_types::sequence::SequenceSet>,
 }
 
+/// What a SELECT or EXAMINE did to the state.
+pub enum Selection {
+    /// Refused before anything changed: a mailbox selected stays selected.
+    Refused(CmdError),
+    /// Failed after leaving the mailbox selected before, if any.
+    Failed(CmdError),
+    Selected(Done, Box<Selected>),
+}
+
+impl Selection {
+    /// The command's result; the transition it implies goes to `next`.
+    pub fn apply(self, next: &mut Transition) -> CmdResult {
+        match self {
+            Selection::Refused(e) => Err(e),
+            Selection::Failed(e) => {
+                *next = Transition::Unselect;
+                Err(e)
+            }
+            Selection::Selected(done, selected) => {
+                *next = Transition::Select(selected);
+                Ok(done)
+            }
+        }
+    }
+}
+
+/// SELECT (`read_only` false) or EXAMINE; `was_selected` when a mailbox is.
 pub async fn select(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    was_selected: bool,
     mailbox: &Mailbox<'_>,
     parameters: &[SelectParameter],
     read_only: bool,
-) -> CmdResult {
-    let Some(user) = s.user().cloned() else {
-        return Err(CmdError::bad("Not logged in."));
-    };
+) -> Selection {
     let mut known = None;
     for parameter in parameters {
         if let SelectParameter::QResync {
@@ -48,8 +81,8 @@ pub async fn select(
         } = parameter
         {
             // RFC 7162 3.2.5: only after ENABLE QRESYNC.
-            if !s.qresync {
-                return Err(CmdError::bad("QRESYNC is not enabled."));
+            if !login.qresync {
+                return Selection::Refused(CmdError::bad("QRESYNC is not enabled."));
             }
             known = Some(Known {
                 uidvalidity: uid_validity.get(),
@@ -59,15 +92,28 @@ pub async fn select(
         }
     }
     // Selecting (even failing to) leaves the previously selected mailbox, without expunge.
-    if matches!(s.state, State::Selected { .. }) {
-        s.out
-            .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed.\r\n");
+    if was_selected {
+        s.ok(Some(Code::Closed), "Previous mailbox closed.");
     }
-    s.state = State::Authenticated { user: user.clone() };
     if parameters.contains(&SelectParameter::CondStore) {
         // Nothing is selected now: SELECT's own answer tells HIGHESTMODSEQ.
-        s.enable_condstore();
+        login.enable_condstore(None, &mut s.out);
     }
+    match open(s, login, mailbox, read_only, known).await {
+        Ok((done, selected)) => Selection::Selected(done, selected),
+        Err(e) => Selection::Failed(e),
+    }
+}
+
+/// Opens the mailbox: its snapshot and what SELECT tells of it.
+async fn open(
+    s: &mut Connection,
+    login: &Login,
+    mailbox: &Mailbox<'_>,
+    read_only: bool,
+    known: Option<Known>,
+) -> CmdResult<(Done, Box<Selected>)> {
+    let user = &login.user;
     let name = mailbox_name(mailbox)?;
     let store = s.ctx.store.clone();
     let mb = match store.mailbox(user.id, &name).await {
@@ -93,54 +139,73 @@ pub async fn select(
     };
     // Re-read the mailbox so the view's MODSEQ is not older than the snapshot.
     let mut view = MailboxView::new(mb, read_only, messages, recent, keywords);
-    let flags = view.flags_line();
-    let mut lines = format!("* FLAGS {flags}\r\n");
+    let flags = mailbox_flags(&view);
+    s.data(Data::Flags(flags.clone()));
     let permanent = if read_only {
-        "()".to_string()
+        Vec::new()
     } else {
-        format!("{} \\*)", flags.trim_end_matches(')'))
+        let mut permanent: Vec<FlagPerm> = flags.into_iter().map(FlagPerm::Flag).collect();
+        permanent.push(FlagPerm::Asterisk);
+        permanent
     };
-    lines.push_str(&format!(
-        "* OK [PERMANENTFLAGS {permanent}] Flags permitted.\r\n"
-    ));
-    lines.push_str(&format!(
-        "* {} EXISTS\r\n* {} RECENT\r\n",
-        view.exists(),
-        view.recent_count()
-    ));
-    if let Some(unseen) = view.first_unseen() {
-        lines.push_str(&format!("* OK [UNSEEN {unseen}] First unseen.\r\n"));
+    s.ok(Some(Code::PermanentFlags(permanent)), "Flags permitted.");
+    s.data(Data::Exists(view.exists()));
+    s.data(Data::Recent(view.recent_count()));
+    if let Some(unseen) = view.first_unseen().and_then(NonZeroU32::new) {
+        s.ok(Some(Code::Unseen(unseen)), "First unseen.");
     }
-    lines.push_str(&format!(
-        "* OK [UIDVALIDITY {}] UIDs valid.\r\n",
-        view.mailbox.uidvalidity
-    ));
-    lines.push_str(&format!(
-        "* OK [UIDNEXT {}] Predicted next UID.\r\n",
-        view.last_uid().max(view.mailbox.uidnext.saturating_sub(1)) + 1
-    ));
+    let uidnext = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1)) + 1;
+    match (
+        NonZeroU32::new(view.mailbox.uidvalidity),
+        NonZeroU32::new(uidnext),
+    ) {
+        (Some(uidvalidity), Some(uidnext)) => {
+            s.ok(Some(Code::UidValidity(uidvalidity)), "UIDs valid.");
+            s.ok(Some(Code::UidNext(uidnext)), "Predicted next UID.");
+        }
+        // Not reached: UIDVALIDITY and UIDNEXT are never 0, but a store could say so.
+        _ => return Err(CmdError::no_code("CANNOT", "Mailbox has no valid UIDs.")),
+    }
     // Anything committed between the snapshot and now is picked up by the catch-up
     // that follows every command.
     view.modseq = view.modseq.min(view.mailbox.highestmodseq);
-    if s.condstore {
-        lines.push_str(&format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq));
+    if login.condstore {
+        match NonZeroU64::new(view.modseq) {
+            Some(modseq) => s.ok(Some(Code::HighestModSeq(modseq)), "Highest"),
+            // imap-types' HIGHESTMODSEQ takes no 0 (RFC 7162 has none either; an empty
+            // mailbox of a store that starts at 0 would say it).
+            None => s.raw(b"* OK [HIGHESTMODSEQ 0] Highest\r\n"),
+        }
     }
-    s.out.extend_from_slice(lines.as_bytes());
     if let Some(known) = known
         && known.uidvalidity == view.mailbox.uidvalidity
     {
         resync(s, &view, &known).await?;
     }
-    s.state = State::Selected {
-        user,
-        view: Box::new(view),
-    };
-    s.dirty = true;
-    Ok(if read_only {
+    let done = if read_only {
         Done::with_code("READ-ONLY", "Examine completed.")
     } else {
         Done::with_code("READ-WRITE", "Select completed.")
-    })
+    };
+    Ok((done, Box::new(Selected::new(view))))
+}
+
+/// The flags of the FLAGS response: the system flags, then the mailbox's keywords.
+fn mailbox_flags(view: &MailboxView) -> Vec<Flag<'static>> {
+    let mut flags = vec![
+        Flag::Answered,
+        Flag::Flagged,
+        Flag::Deleted,
+        Flag::Seen,
+        Flag::Draft,
+    ];
+    // Keywords were atoms when they were stored; one that is not is left out.
+    flags.extend(
+        view.keywords
+            .iter()
+            .filter_map(|kw| Atom::try_from(kw.clone()).ok().map(Flag::Keyword)),
+    );
+    flags
 }
 
 /// Tells a QRESYNC client what changed since it last knew the mailbox: the UIDs
@@ -149,7 +214,7 @@ pub async fn select(
 ///
 /// The view is the snapshot the session now stands on: a UID still in it is not told
 /// as vanished (if it goes later, the catch-up says so), one expunged before it is.
-async fn resync(s: &mut Session, view: &MailboxView, known: &Known) -> CmdResult<()> {
+async fn resync(s: &mut Connection, view: &MailboxView, known: &Known) -> CmdResult<()> {
     let account = view.mailbox.account;
     let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
     let ranges = known.uids.as_ref().map(|set| uid_set_ranges(set, max));
@@ -166,9 +231,11 @@ async fn resync(s: &mut Session, view: &MailboxView, known: &Known) -> CmdResult
         .into_iter()
         .filter(|&uid| uid <= max && view.seq_of(uid).is_none())
         .collect();
-    if !vanished.is_empty() {
-        let line = format!("* VANISHED (EARLIER) {}\r\n", uid_set_string(&vanished));
-        s.out.extend_from_slice(line.as_bytes());
+    if let Some(known_uids) = uid_sequence_set(&vanished) {
+        s.data(Data::Vanished {
+            earlier: true,
+            known_uids,
+        });
     }
     for (i, &uid) in view.uids().iter().enumerate() {
         let (Some(flags), Some(modseq)) = (view.flags_of(uid), view.modseq_of(uid)) else {
@@ -186,4 +253,41 @@ async fn resync(s: &mut Session, view: &MailboxView, known: &Known) -> CmdResult
         s.maybe_flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn select_condstore_and_qresync() {
+        table(
+            Start::Authenticated,
+            &[
+                (
+                    &["a SELECT INBOX (CONDSTORE)"],
+                    &[
+                        "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft...",
+                        "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft... \\*)] Flags permitted.",
+                        "* 3 EXISTS",
+                        "* 0 RECENT",
+                        "* OK [UNSEEN ...",
+                        "* OK [UIDVALIDITY ...",
+                        "* OK [UIDNEXT 4] Predicted next UID.",
+                        "* OK [HIGHESTMODSEQ ...] Highest",
+                        "a OK [READ-WRITE] Select completed.",
+                    ],
+                ),
+                (
+                    &["a SELECT INBOX (QRESYNC (1 1))", "b EXAMINE \"&AGE-\""],
+                    &[
+                        "a BAD QRESYNC is not enabled.",
+                        "b NO [CANNOT] Invalid mailbox name: malformed modified UTF-7...",
+                    ],
+                ),
+            ],
+        )
+        .await;
+    }
 }

@@ -8,14 +8,18 @@ use imap_codec::imap_types::command::StoreModifier;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::to_flags;
+use super::args::to_flags;
+use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{to_ranges, uid_set_string};
 use crate::imap::response::flag_list;
-use crate::imap::session::{Session, State};
+use crate::imap::state::{Login, Selected};
 
+#[allow(clippy::too_many_arguments)]
 pub async fn store(
-    s: &mut Session,
+    s: &mut Connection,
+    login: &mut Login,
+    selected: &mut Selected,
     set: &SequenceSet,
     kind: StoreType,
     response: StoreResponse,
@@ -32,26 +36,21 @@ pub async fn store(
         .min();
     if unchanged_since.is_some() {
         // A CONDSTORE-enabling command (RFC 7162 3.1).
-        s.enable_condstore();
+        login.enable_condstore(Some(&selected.view), &mut s.out);
     }
-    let (account, mailbox, uids) = match &s.state {
-        State::Selected { user, view } => {
-            if view.read_only {
-                return Err(CmdError::no_code("READ-ONLY", "Mailbox is read-only."));
-            }
-            let uids = view.resolve(set, uid).map_err(CmdError::bad)?;
-            (user.id, view.mailbox.id, uids)
-        }
-        _ => return Err(CmdError::bad("No mailbox selected.")),
-    };
+    let view = &selected.view;
+    if view.read_only {
+        return Err(CmdError::no_code("READ-ONLY", "Mailbox is read-only."));
+    }
+    let (account, mailbox) = (login.user.id, view.mailbox.id);
     // Messages expunged by another session but not yet announced can't change: they
     // are left alone, and the STORE is still OK (as in Dovecot).
-    let live: Vec<u32> = {
-        let view = s
-            .view()
-            .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
-        uids.into_iter().filter(|u| !view.is_expunged(*u)).collect()
-    };
+    let live: Vec<u32> = view
+        .resolve(set, uid)
+        .map_err(CmdError::bad)?
+        .into_iter()
+        .filter(|u| !view.is_expunged(*u))
+        .collect();
     if live.is_empty() {
         return finish(String::new());
     }
@@ -78,10 +77,8 @@ pub async fn store(
             (outcome.changed, outcome.modified)
         }
     };
-    let condstore = s.condstore;
-    let Some(view) = s.view_mut() else {
-        return Err(CmdError::bad("No mailbox selected."));
-    };
+    let condstore = login.condstore;
+    let view = &mut selected.view;
     let mut changed_modseq = HashMap::with_capacity(changed.len());
     for meta in changed {
         changed_modseq.insert(meta.uid, meta.modseq);
@@ -90,11 +87,9 @@ pub async fn store(
     // Catch up before answering: new keywords are announced (FLAGS, PERMANENTFLAGS)
     // before a FETCH shows them, and a message expunged meanwhile by another session
     // (now pending) gets no FETCH.
-    s.dirty = true;
-    s.catch_up(false).await?;
-    let view = s
-        .view()
-        .ok_or_else(|| CmdError::bad("No mailbox selected."))?;
+    selected.dirty = true;
+    selected.catch_up(s, login, false).await?;
+    let view = &selected.view;
     let mut out = Vec::new();
     for u in &live {
         if modified.binary_search(u).is_ok() || view.is_expunged(*u) {
@@ -148,5 +143,42 @@ fn finish(modified: String) -> CmdResult {
             format!("MODIFIED {modified}"),
             "Conditional STORE failed.",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::imap::harness::Start;
+    use crate::imap::testing::table;
+
+    #[tokio::test]
+    async fn store_flags() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a STORE 1 FLAGS (\\Seen $Work)",
+                    "b UID STORE 1 -FLAGS.SILENT ($Work)",
+                    "c STORE 1 +FLAGS (\\Recent)",
+                ],
+                &[
+                    "* FLAGS (...",
+                    "* OK [PERMANENTFLAGS (...",
+                    "* 1 FETCH (FLAGS (\\Seen $Work))",
+                    "a OK Store completed.",
+                    "b OK Store completed.",
+                    "c BAD...",
+                ],
+            )],
+        )
+        .await;
+        table(
+            Start::Selected { read_only: true },
+            &[(
+                &["a STORE 1 +FLAGS (\\Seen)"],
+                &["a NO [READ-ONLY] Mailbox is read-only."],
+            )],
+        )
+        .await;
     }
 }

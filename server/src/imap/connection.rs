@@ -1,0 +1,240 @@
+//! What a session holds whatever its state: the framed stream, the shared context,
+//! the responses waiting to be written, the change bus receiver, and what the loop is
+//! to do after the command. Commands get it next to their state's data
+//! (`state.rs`); neither knows the loop (`session.rs`) that drives them.
+//!
+//! It is also the one writer: commands hand it typed responses ([`Connection::data`],
+//! [`Connection::status`], [`Connection::continuation`]), which it encodes with
+//! imap-codec into the output buffer and writes at [`Connection::flush`]. Bytes go
+//! to the stream only from here and from FETCH's streamed literals.
+
+use std::sync::Arc;
+
+use cpmstore_storage::{AccountId, Change, MailboxId};
+use imap_codec::ResponseCodec;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::response::{Code, CommandContinuationRequest, Data, Response, Status};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
+
+use super::codec::Framed;
+use super::context::ImapCtx;
+use crate::net::ConnInfo;
+
+/// What a command asks of the loop after its tagged response.
+pub enum Next {
+    Continue,
+    /// STARTTLS: upgrade the connection now.
+    StartTls,
+    Close,
+}
+
+/// Flush `out` to the socket once it holds this much, so a large FETCH streams.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+/// The most the output buffer keeps between the flushes of one command's responses;
+/// after the command it is given back altogether (an idle session holds none).
+const OUT_KEEP: usize = 2 * FLUSH_AT;
+
+/// One IMAP connection, apart from its state.
+pub struct Connection {
+    pub ctx: Arc<ImapCtx>,
+    pub io: Framed,
+    pub info: ConnInfo,
+    /// Untagged responses waiting to be written.
+    pub out: Vec<u8>,
+    pub changes: broadcast::Receiver<Change>,
+    /// What the loop does after the current command's tagged response.
+    pub next: Next,
+}
+
+impl Connection {
+    pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
+        let changes = ctx.store.changes().subscribe();
+        Connection {
+            ctx,
+            io,
+            info,
+            out: Vec::new(),
+            changes,
+            next: Next::Continue,
+        }
+    }
+
+    pub fn is_secure(&self) -> bool {
+        self.io.conn().is_secure()
+    }
+
+    /// Queues an untagged data response.
+    pub fn data(&mut self, data: Data<'_>) {
+        self.encode(&Response::Data(data));
+    }
+
+    /// Queues a status response (untagged `OK`/`NO`/`BAD`, or `BYE`).
+    pub fn status(&mut self, status: Status<'_>) {
+        self.encode(&Response::Status(status));
+    }
+
+    /// Queues a command continuation request (`+ ...`).
+    pub fn continuation(&mut self, request: CommandContinuationRequest<'_>) {
+        self.encode(&Response::CommandContinuationRequest(request));
+    }
+
+    /// Queues `* OK [code] text`. `text` is ours (a constant, or numbers we format):
+    /// should it ever be empty or hold CR/LF, it is said without them.
+    pub fn ok(&mut self, code: Option<Code<'_>>, text: &str) {
+        let text = super::response::text(text);
+        match Status::ok(None, code, text.as_str()) {
+            Ok(status) => self.status(status),
+            Err(_) => self.raw(format!("* OK {text}\r\n").as_bytes()),
+        }
+    }
+
+    /// Queues `* BYE text` (see [`Connection::ok`] for the text).
+    pub fn bye(&mut self, text: &str) {
+        let text = super::response::text(text);
+        match Status::bye(None, text.as_str()) {
+            Ok(status) => self.status(status),
+            Err(_) => self.raw(format!("* BYE {text}\r\n").as_bytes()),
+        }
+    }
+
+    /// Queues bytes encoded elsewhere: only for responses imap-types has no type for
+    /// (each caller names the missing type) and for what the fallbacks above say.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn encode(&mut self, response: &Response<'_>) {
+        for fragment in ResponseCodec::default().encode(response) {
+            match fragment {
+                imap_codec::encode::Fragment::Line { data }
+                | imap_codec::encode::Fragment::Literal { data, .. } => {
+                    self.out.extend_from_slice(&data)
+                }
+            }
+        }
+    }
+
+    /// Writes pending responses if there are many, so memory stays bounded.
+    pub async fn maybe_flush(&mut self) -> std::io::Result<()> {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let mut out = std::mem::take(&mut self.out);
+            self.io.write_all(&out).await?;
+            out.clear();
+            // A large response leaves no large buffer behind.
+            if out.capacity() > OUT_KEEP {
+                out = Vec::new();
+            }
+            self.out = out;
+        }
+        Ok(())
+    }
+
+    /// Takes what the change bus carried; returns whether any of it may concern
+    /// `selected` (account and mailbox), or the bus lagged.
+    pub fn drain_changes(&mut self, selected: Option<(AccountId, MailboxId)>) -> bool {
+        let mut relevant = false;
+        loop {
+            match self.changes.try_recv() {
+                Ok(change) => {
+                    if let Some((account, mailbox)) = selected
+                        && change.account == account
+                        && change.mailbox.is_none_or(|m| m == mailbox)
+                    {
+                        relevant = true;
+                    }
+                }
+                Err(TryRecvError::Lagged(_)) => relevant = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        relevant
+    }
+
+    /// The channel binding types this connection offers for SCRAM-SHA-256-PLUS:
+    /// `tls-exporter` on TLS 1.3 (rustls or PSK-TLS), `tls-server-end-point` on
+    /// certificate TLS. Empty: -PLUS is not advertised.
+    pub fn channel_binding_types(&self) -> Vec<&'static str> {
+        use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
+        let conn = self.io.conn();
+        let mut types = Vec::new();
+        if conn.is_tls13() {
+            types.push(TLS_EXPORTER);
+        }
+        if matches!(conn, crate::net::Conn::Tls(_)) && self.ctx.tls_end_point.is_some() {
+            types.push(TLS_SERVER_END_POINT);
+        }
+        types
+    }
+
+    /// The data of a channel binding type offered by
+    /// [`Connection::channel_binding_types`].
+    pub fn channel_binding_data(&self, name: &str) -> Option<Vec<u8>> {
+        use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
+        match name {
+            TLS_EXPORTER => self.io.conn().tls_exporter(),
+            TLS_SERVER_END_POINT if matches!(self.io.conn(), crate::net::Conn::Tls(_)) => {
+                self.ctx.tls_end_point.clone()
+            }
+            _ => None,
+        }
+    }
+
+    /// The SASL mechanisms usable now: none before TLS (plaintext and SCRAM alike wait
+    /// for STARTTLS); PLAIN and SCRAM-SHA-256 on TLS and PSK-TLS; -PLUS where a channel
+    /// binding exists; EXTERNAL on PSK-TLS.
+    pub fn mechanisms(&self) -> Vec<&'static str> {
+        if !self.is_secure() {
+            return Vec::new();
+        }
+        let mut mechanisms = vec!["PLAIN", "SCRAM-SHA-256"];
+        if !self.channel_binding_types().is_empty() {
+            mechanisms.push("SCRAM-SHA-256-PLUS");
+        }
+        if self.io.conn().psk_peer().is_some() {
+            mechanisms.push("EXTERNAL");
+        }
+        mechanisms
+    }
+
+    /// The CAPABILITY list before (`authenticated` false) or after login.
+    pub fn capabilities(&self, authenticated: bool) -> String {
+        let mut caps = vec!["IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE"];
+        if !authenticated {
+            if !self.is_secure() {
+                caps.push("STARTTLS");
+                caps.push("LOGINDISABLED");
+            }
+            let mut s = caps.join(" ");
+            for mechanism in self.mechanisms() {
+                s.push_str(" AUTH=");
+                s.push_str(mechanism);
+            }
+            return s;
+        }
+        caps.extend([
+            "NAMESPACE",
+            "UIDPLUS",
+            "UNSELECT",
+            "CHILDREN",
+            "SPECIAL-USE",
+            "MOVE",
+            "CONDSTORE",
+            "QRESYNC",
+        ]);
+        let mut s = caps.join(" ");
+        s.push_str(&format!(
+            " APPENDLIMIT={}",
+            self.ctx.limits.max_literal_bytes
+        ));
+        s
+    }
+}
