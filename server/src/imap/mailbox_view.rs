@@ -12,11 +12,15 @@ use cpmstore_storage::{
     UidRange,
 };
 use futures::TryStreamExt;
+use imap_codec::imap_types::fetch::MessageDataItem;
+use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::response::{
+    flags_item, mailbox_flags, modseq_item, permanent_flags, push_data, push_ok,
+    uid_sequence_set,
+};
 use super::seqset::Intervals;
-
-use super::response::flag_list;
 
 /// What the session has enabled that changes how catching up is told (RFC 7162).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -247,23 +251,12 @@ impl MailboxView {
         }
         self.announce_keywords(out);
         if self.uids.len() != before {
-            out.extend_from_slice(
-                format!(
-                    "* {} EXISTS\r\n* {} RECENT\r\n",
-                    self.uids.len(),
-                    self.recent_count()
-                )
-                .as_bytes(),
-            );
+            push_data(out, Data::Exists(self.exists()));
+            push_data(out, Data::Recent(self.recent_count()));
         }
         for uid in flag_updates {
-            if let (Some(seq), Some(flags)) = (self.seq_of(uid), self.flags_of(uid)) {
-                let line = format!(
-                    "* {seq} FETCH (UID {uid} FLAGS {}{})\r\n",
-                    flag_list(flags, self.is_recent(uid)),
-                    self.modseq_item(uid, condstore)
-                );
-                out.extend_from_slice(line.as_bytes());
+            if let Some(data) = self.fetch_flags(uid, condstore) {
+                push_data(out, data);
             }
         }
         self.modseq = self.modseq.max(changes.highestmodseq);
@@ -284,16 +277,10 @@ impl MailboxView {
         if !new {
             return;
         }
-        let flags = self.flags_line();
-        out.extend_from_slice(format!("* FLAGS {flags}\r\n").as_bytes());
+        push_data(out, Data::Flags(mailbox_flags(&self.keywords)));
         if !self.read_only {
-            out.extend_from_slice(
-                format!(
-                    "* OK [PERMANENTFLAGS {} \\*)] Flags permitted.\r\n",
-                    flags.trim_end_matches(')')
-                )
-                .as_bytes(),
-            );
+            let permanent = permanent_flags(&self.keywords);
+            push_ok(out, Some(Code::PermanentFlags(permanent)), "Flags permitted.");
         }
     }
 
@@ -312,7 +299,7 @@ impl MailboxView {
             .any(|&uid| self.uids.binary_search(&uid).is_ok() && self.is_recent(uid));
         self.remove_pending(vanished, out);
         if recent_gone {
-            out.extend_from_slice(format!("* {} RECENT\r\n", self.recent_count()).as_bytes());
+            push_data(out, Data::Recent(self.recent_count()));
         }
     }
 
@@ -337,7 +324,15 @@ impl MailboxView {
             self.flags.retain(|_| k.next().copied().unwrap_or(true));
             let mut k = keep.iter();
             self.modseqs.retain(|_| k.next().copied().unwrap_or(true));
-            out.extend_from_slice(format!("* VANISHED {}\r\n", uid_set_string(&gone)).as_bytes());
+            if let Some(known_uids) = uid_sequence_set(&gone) {
+                push_data(
+                    out,
+                    Data::Vanished {
+                        earlier: false,
+                        known_uids,
+                    },
+                );
+            }
             return;
         }
         // Highest sequence number first, so the earlier numbers stay valid as we go.
@@ -346,7 +341,9 @@ impl MailboxView {
                 self.uids.remove(i);
                 self.flags.remove(i);
                 self.modseqs.remove(i);
-                out.extend_from_slice(format!("* {} EXPUNGE\r\n", i + 1).as_bytes());
+                if let Some(seq) = nz(i as u32 + 1) {
+                    push_data(out, Data::Expunge(seq));
+                }
             }
         }
     }
@@ -362,23 +359,19 @@ impl MailboxView {
         }
     }
 
-    /// ` MODSEQ (n)` for a CONDSTORE-aware session's FETCH responses, else nothing.
-    pub fn modseq_item(&self, uid: u32, condstore: bool) -> String {
-        match self.modseq_of(uid) {
-            Some(modseq) if condstore => format!(" MODSEQ ({modseq})"),
-            _ => String::new(),
+    /// `* seq FETCH (UID uid FLAGS (...))` for a message of the view, with `MODSEQ (n)`
+    /// for a CONDSTORE-aware session: how a flag change is told.
+    pub fn fetch_flags(&self, uid: u32, condstore: bool) -> Option<Data<'static>> {
+        let seq = nz(self.seq_of(uid)?)?;
+        let flags = self.flags_of(uid)?;
+        let mut items = vec![
+            MessageDataItem::Uid(nz(uid)?),
+            flags_item(flags, self.is_recent(uid)),
+        ];
+        if condstore {
+            items.extend(self.modseq_of(uid).and_then(modseq_item));
         }
-    }
-
-    /// The FLAGS line's list: system flags plus known keywords.
-    pub fn flags_line(&self) -> String {
-        let mut s = String::from("(\\Answered \\Flagged \\Deleted \\Seen \\Draft");
-        for kw in &self.keywords {
-            s.push(' ');
-            s.push_str(kw);
-        }
-        s.push(')');
-        s
+        Data::fetch(seq, items).ok()
     }
 }
 

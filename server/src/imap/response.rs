@@ -1,11 +1,121 @@
-//! Small wire-format helpers for the responses the session writes itself. Complex data
-//! (FETCH items such as ENVELOPE and BODYSTRUCTURE) is encoded with imap-codec in
-//! `mime.rs` / `command/fetch.rs`.
+//! Typed building blocks of responses (flags, mailbox names, UID sets) and
+//! [`push`], the one place that encodes a typed response with imap-codec into an
+//! output buffer ([`Connection`](super::connection::Connection) writes through it, and
+//! so does [`MailboxView`](super::mailbox_view::MailboxView), which fills the
+//! connection's buffer while it catches up). The byte-level helpers below ([`string`],
+//! [`flag_list`]) serve the documented raw escapes only.
+
+use std::num::NonZeroU64;
 
 use cpmstore_storage::{Flags, SystemFlags};
-use imap_codec::imap_types::core::{AString, IString, Literal, Quoted};
+use imap_codec::ResponseCodec;
+use imap_codec::encode::{Encoder, Fragment};
+use imap_codec::imap_types::core::{AString, Atom, IString, Literal, Quoted};
+use imap_codec::imap_types::fetch::MessageDataItem;
+use imap_codec::imap_types::flag::{Flag, FlagFetch, FlagPerm};
+use imap_codec::imap_types::response::{Code, Data, Response, Status};
 use imap_codec::imap_types::mailbox::{Mailbox, MailboxOther};
 use imap_codec::imap_types::sequence::SequenceSet;
+
+/// Appends `response`, encoded by imap-codec, to `out`.
+pub fn push(out: &mut Vec<u8>, response: &Response<'_>) {
+    for fragment in ResponseCodec::default().encode(response) {
+        match fragment {
+            Fragment::Line { data } | Fragment::Literal { data, .. } => {
+                out.extend_from_slice(&data)
+            }
+        }
+    }
+}
+
+/// Appends an untagged data response to `out`.
+pub fn push_data(out: &mut Vec<u8>, data: Data<'_>) {
+    push(out, &Response::Data(data));
+}
+
+/// Appends `* OK [code] text` to `out`; `text` is ours (see [`text`]).
+pub fn push_ok(out: &mut Vec<u8>, code: Option<Code<'_>>, text: &str) {
+    let text = self::text(text);
+    match Status::ok(None, code, text.as_str()) {
+        Ok(status) => push(out, &Response::Status(status)),
+        // Unreachable: `text` is never empty and holds no CR/LF.
+        Err(_) => out.extend_from_slice(format!("* OK {text}\r\n").as_bytes()),
+    }
+}
+
+/// `* OK [HIGHESTMODSEQ n] text`. Raw escape for 0: imap-types' `Code::HighestModSeq`
+/// holds a `NonZeroU64` and has no type for a zero mod-sequence, which a mailbox of a
+/// store that starts at 0 has before its first change (the bytes stay as before).
+pub fn push_highestmodseq(out: &mut Vec<u8>, modseq: u64, text: &str) {
+    match NonZeroU64::new(modseq) {
+        Some(modseq) => push_ok(out, Some(Code::HighestModSeq(modseq)), text),
+        None => out.extend_from_slice(format!("* OK [HIGHESTMODSEQ 0] {}\r\n", self::text(text)).as_bytes()),
+    }
+}
+
+/// A keyword as a typed flag; `None` if it is not an atom. Keywords were atoms when
+/// clients stored them, so only a store filled some other way holds such a one; every
+/// typed flag list below leaves it out (as SELECT's FLAGS always did).
+pub fn keyword(keyword: &str) -> Option<Flag<'static>> {
+    Atom::try_from(keyword.to_owned()).ok().map(Flag::Keyword)
+}
+
+/// A message's flags as FETCH says them, in [`flag_list`]'s order: system flags,
+/// keywords, then `\Recent` when asked.
+pub fn fetch_flags(flags: &Flags, recent: bool) -> Vec<FlagFetch<'static>> {
+    let sys = flags.system;
+    let mut out = Vec::new();
+    for (bit, flag) in [
+        (SystemFlags::ANSWERED, Flag::Answered),
+        (SystemFlags::FLAGGED, Flag::Flagged),
+        (SystemFlags::DELETED, Flag::Deleted),
+        (SystemFlags::SEEN, Flag::Seen),
+        (SystemFlags::DRAFT, Flag::Draft),
+    ] {
+        if sys.contains(bit) {
+            out.push(FlagFetch::Flag(flag));
+        }
+    }
+    out.extend(flags.keywords.iter().filter_map(|kw| keyword(kw)).map(FlagFetch::Flag));
+    if recent {
+        out.push(FlagFetch::Recent);
+    }
+    out
+}
+
+/// The `FLAGS` item of a FETCH response.
+pub fn flags_item(flags: &Flags, recent: bool) -> MessageDataItem<'static> {
+    MessageDataItem::Flags(fetch_flags(flags, recent))
+}
+
+/// The `MODSEQ (n)` item of a FETCH response; `None` for 0, which no message has
+/// (a message's MODSEQ is that of the change that stored it, at least 1).
+pub fn modseq_item(modseq: u64) -> Option<MessageDataItem<'static>> {
+    NonZeroU64::new(modseq).map(MessageDataItem::ModSeq)
+}
+
+/// The flags a mailbox knows (`* FLAGS`): the system flags, then `keywords`.
+pub fn mailbox_flags(keywords: &[String]) -> Vec<Flag<'static>> {
+    let mut out = vec![
+        Flag::Answered,
+        Flag::Flagged,
+        Flag::Deleted,
+        Flag::Seen,
+        Flag::Draft,
+    ];
+    out.extend(keywords.iter().filter_map(|kw| keyword(kw)));
+    out
+}
+
+/// `PERMANENTFLAGS`: the mailbox's flags and `\*`.
+pub fn permanent_flags(keywords: &[String]) -> Vec<FlagPerm<'static>> {
+    let mut out: Vec<FlagPerm<'static>> = mailbox_flags(keywords)
+        .into_iter()
+        .map(FlagPerm::Flag)
+        .collect();
+    out.push(FlagPerm::Asterisk);
+    out
+}
 
 /// A stored mailbox name as a typed response spells it, as [`mailbox`] does: `INBOX`
 /// as an atom, else a quoted string or (past what quoting can carry) a literal. `None`

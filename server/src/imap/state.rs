@@ -11,6 +11,7 @@ use super::connection::Connection;
 use super::context::{AccountSlot, PreAuthGuard};
 use super::error::CmdResult;
 use super::mailbox_view::{MailboxView, Report};
+use super::response::push_highestmodseq;
 
 /// The session's state.
 pub enum State {
@@ -125,8 +126,7 @@ impl Login {
         }
         self.condstore = true;
         if let Some(view) = view {
-            let line = format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", view.modseq);
-            out.extend_from_slice(line.as_bytes());
+            push_highestmodseq(out, view.modseq, "Highest");
         }
         true
     }
@@ -208,8 +208,6 @@ fn tell_deferred_highestmodseq(view: &MailboxView, login: &Login, out: &mut Vec<
         return;
     }
     if let Some(modseq) = view.deferred_highestmodseq() {
-        out.extend_from_slice(
-            format!("* OK [HIGHESTMODSEQ {modseq}] Expunges pending.\r\n").as_bytes(),
-        );
+        push_highestmodseq(out, modseq, "Expunges pending.");
     }
 }

@@ -9,12 +9,10 @@
 //! A SELECT or EXAMINE while a mailbox is selected first says `OK [CLOSED]` (RFC 7162
 //! 3.2.11, and IMAP4rev2): what follows is about the new mailbox.
 
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 
 use futures::TryStreamExt;
 use imap_codec::imap_types::command::SelectParameter;
-use imap_codec::imap_types::core::Atom;
-use imap_codec::imap_types::flag::{Flag, FlagPerm};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::{Code, Data};
 
@@ -24,8 +22,9 @@ use super::args::mailbox_name;
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges};
-use crate::imap::response::flag_list;
-use crate::imap::response::uid_sequence_set;
+use crate::imap::response::{
+    mailbox_flags, permanent_flags, push_highestmodseq, uid_sequence_set,
+};
 use crate::imap::state::{Login, Selected, Transition};
 
 /// What a client knew of the mailbox, from the QRESYNC parameter.
@@ -139,14 +138,11 @@ async fn open(
     };
     // Re-read the mailbox so the view's MODSEQ is not older than the snapshot.
     let mut view = MailboxView::new(mb, read_only, messages, recent, keywords);
-    let flags = mailbox_flags(&view);
-    s.data(Data::Flags(flags.clone()));
+    s.data(Data::Flags(mailbox_flags(&view.keywords)));
     let permanent = if read_only {
         Vec::new()
     } else {
-        let mut permanent: Vec<FlagPerm> = flags.into_iter().map(FlagPerm::Flag).collect();
-        permanent.push(FlagPerm::Asterisk);
-        permanent
+        permanent_flags(&view.keywords)
     };
     s.ok(Some(Code::PermanentFlags(permanent)), "Flags permitted.");
     s.data(Data::Exists(view.exists()));
@@ -170,12 +166,7 @@ async fn open(
     // that follows every command.
     view.modseq = view.modseq.min(view.mailbox.highestmodseq);
     if login.condstore {
-        match NonZeroU64::new(view.modseq) {
-            Some(modseq) => s.ok(Some(Code::HighestModSeq(modseq)), "Highest"),
-            // imap-types' HIGHESTMODSEQ takes no 0 (RFC 7162 has none either; an empty
-            // mailbox of a store that starts at 0 would say it).
-            None => s.raw(b"* OK [HIGHESTMODSEQ 0] Highest\r\n"),
-        }
+        push_highestmodseq(&mut s.out, view.modseq, "Highest");
     }
     if let Some(known) = known
         && known.uidvalidity == view.mailbox.uidvalidity
@@ -188,24 +179,6 @@ async fn open(
         Done::with_code("READ-WRITE", "Select completed.")
     };
     Ok((done, Box::new(Selected::new(view))))
-}
-
-/// The flags of the FLAGS response: the system flags, then the mailbox's keywords.
-fn mailbox_flags(view: &MailboxView) -> Vec<Flag<'static>> {
-    let mut flags = vec![
-        Flag::Answered,
-        Flag::Flagged,
-        Flag::Deleted,
-        Flag::Seen,
-        Flag::Draft,
-    ];
-    // Keywords were atoms when they were stored; one that is not is left out.
-    flags.extend(
-        view.keywords
-            .iter()
-            .filter_map(|kw| Atom::try_from(kw.clone()).ok().map(Flag::Keyword)),
-    );
-    flags
 }
 
 /// Tells a QRESYNC client what changed since it last knew the mailbox: the UIDs
@@ -237,19 +210,16 @@ async fn resync(s: &mut Connection, view: &MailboxView, known: &Known) -> CmdRes
             known_uids,
         });
     }
-    for (i, &uid) in view.uids().iter().enumerate() {
-        let (Some(flags), Some(modseq)) = (view.flags_of(uid), view.modseq_of(uid)) else {
+    for &uid in view.uids() {
+        let Some(modseq) = view.modseq_of(uid) else {
             continue;
         };
         if modseq <= known.modseq || !in_known(uid) {
             continue;
         }
-        let line = format!(
-            "* {} FETCH (UID {uid} FLAGS {} MODSEQ ({modseq}))\r\n",
-            i + 1,
-            flag_list(flags, view.is_recent(uid))
-        );
-        s.out.extend_from_slice(line.as_bytes());
+        if let Some(data) = view.fetch_flags(uid, true) {
+            s.data(data);
+        }
         s.maybe_flush().await?;
     }
     Ok(())

@@ -5,14 +5,16 @@ use std::collections::HashMap;
 
 use cpmstore_storage::FlagOp;
 use imap_codec::imap_types::command::StoreModifier;
+use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::args::to_flags;
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{to_ranges, uid_set_string};
-use crate::imap::response::flag_list;
+use crate::imap::mailbox_view::{nz, to_ranges, uid_set_string};
+use crate::imap::response::{flags_item, modseq_item};
 use crate::imap::state::{Login, Selected};
 
 #[allow(clippy::too_many_arguments)]
@@ -90,36 +92,35 @@ pub async fn store(
     selected.dirty = true;
     selected.catch_up(s, login, false).await?;
     let view = &selected.view;
-    let mut out = Vec::new();
-    for u in &live {
-        if modified.binary_search(u).is_ok() || view.is_expunged(*u) {
+    let mut responses = Vec::new();
+    for &u in &live {
+        if modified.binary_search(&u).is_ok() || view.is_expunged(u) {
             // Not changed: the client learns its flags by fetching them.
             continue;
         }
-        let (Some(seq), Some(f)) = (view.seq_of(*u), view.flags_of(*u)) else {
+        let (Some(seq), Some(f), Some(uid_nz)) = (view.seq_of(u), view.flags_of(u), nz(u)) else {
             continue;
         };
-        let line = if response == StoreResponse::Answer {
-            let uid_item = if uid || condstore {
-                format!("UID {u} ")
-            } else {
-                String::new()
-            };
-            format!(
-                "* {seq} FETCH ({uid_item}FLAGS {}{})\r\n",
-                flag_list(f, view.is_recent(*u)),
-                view.modseq_item(*u, condstore)
-            )
-        } else if condstore && changed_modseq.contains_key(u) {
+        let modseq = view.modseq_of(u).filter(|_| condstore).and_then(modseq_item);
+        let items = if response == StoreResponse::Answer {
+            let mut items = Vec::with_capacity(3);
+            if uid || condstore {
+                items.push(MessageDataItem::Uid(uid_nz));
+            }
+            items.push(flags_item(f, view.is_recent(u)));
+            items.extend(modseq);
+            items
+        } else if condstore && changed_modseq.contains_key(&u) {
             // .SILENT still tells a CONDSTORE client the new MODSEQ (RFC 7162 3.1.3).
-            format!(
-                "* {seq} FETCH (UID {u}{})\r\n",
-                view.modseq_item(*u, condstore)
-            )
+            let mut items = vec![MessageDataItem::Uid(uid_nz)];
+            items.extend(modseq);
+            items
         } else {
             continue;
         };
-        out.extend_from_slice(line.as_bytes());
+        if let Ok(data) = Data::fetch(seq, items) {
+            responses.push(data);
+        }
     }
     // MODIFIED lists sequence numbers for STORE, UIDs for UID STORE.
     let modified = if uid {
@@ -130,7 +131,9 @@ pub async fn store(
             .filter_map(|u| view.seq_of(*u))
             .collect::<Vec<u32>>()
     };
-    s.out.extend_from_slice(&out);
+    for data in responses {
+        s.data(data);
+    }
     finish(uid_set_string(&modified))
 }
 
