@@ -121,6 +121,18 @@ pub fn permanent_flags(keywords: &[String]) -> Vec<FlagPerm<'static>> {
 /// as an atom, else a quoted string or (past what quoting can carry) a literal. `None`
 /// for a name no mailbox can have on the wire (another spelling of INBOX).
 pub fn wire_mailbox(name: &str) -> Option<Mailbox<'static>> {
+    let mailbox = listed_mailbox(name)?;
+    if let Mailbox::Other(other) = &mailbox {
+        MailboxOther::validate(other.inner().as_ref()).ok()?;
+    }
+    Some(mailbox)
+}
+
+/// A stored mailbox name as LIST and LSUB show it: as [`wire_mailbox`], but a name
+/// that is another spelling of INBOX (stored before names were checked) is shown as
+/// stored, quoted, so that a client can still see and delete it. `None` only for a
+/// name holding NUL, which no string can carry.
+pub fn listed_mailbox(name: &str) -> Option<Mailbox<'static>> {
     if name == "INBOX" {
         return Some(Mailbox::Inbox);
     }
@@ -129,9 +141,9 @@ pub fn wire_mailbox(name: &str) -> Option<Mailbox<'static>> {
     } else {
         IString::Literal(Literal::try_from(name.as_bytes().to_vec()).ok()?)
     };
-    let name = AString::String(string);
-    MailboxOther::validate(name.as_ref()).ok()?;
-    Some(Mailbox::Other(MailboxOther::unvalidated(name)))
+    Some(Mailbox::Other(MailboxOther::unvalidated(AString::String(
+        string,
+    ))))
 }
 
 fn quotable(s: &[u8]) -> bool {

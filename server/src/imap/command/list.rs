@@ -2,7 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imap_codec::imap_types::core::{Atom, QuotedChar};
+use imap_codec::imap_types::flag::FlagNameAttribute;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::Data;
 
 use super::args::existing_mailbox_name;
 use crate::imap::connection::Connection;
@@ -62,6 +65,36 @@ fn matches_name(pattern: &[u8], name: &str) -> bool {
     false
 }
 
+/// Queues one `* LIST` (or `* LSUB`) response: `attrs` are the name attributes without
+/// their backslash (`Noselect`, `HasChildren`, a SPECIAL-USE name), the delimiter is `/`.
+fn answer<A: AsRef<str>>(s: &mut Connection, lsub: bool, name: &str, attrs: &[A]) {
+    // Attributes are ours or a stored SPECIAL-USE name (an atom when it was set); one
+    // that is not an atom is left out.
+    let items: Vec<FlagNameAttribute<'static>> = attrs
+        .iter()
+        .filter_map(|a| Atom::try_from(a.as_ref().to_owned()).ok())
+        .map(FlagNameAttribute::from)
+        .collect();
+    let delimiter = QuotedChar::try_from('/').ok();
+    // A name no stored mailbox can have on the wire (NUL in it) is left out.
+    let Some(mailbox) = response::listed_mailbox(name) else {
+        return;
+    };
+    s.data(if lsub {
+        Data::Lsub {
+            items,
+            delimiter,
+            mailbox,
+        }
+    } else {
+        Data::List {
+            items,
+            delimiter,
+            mailbox,
+        }
+    });
+}
+
 pub async fn list(
     s: &mut Connection,
     login: &Login,
@@ -81,11 +114,9 @@ pub async fn list(
         ListMailbox::Token(t) => t.as_ref().to_vec(),
         ListMailbox::String(st) => st.as_ref().to_vec(),
     };
-    let word = if lsub { "LSUB" } else { "LIST" };
     if pattern.is_empty() && !lsub {
         // The hierarchy delimiter and root (RFC 3501 6.3.8).
-        s.out
-            .extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+        answer(s, false, "", &["Noselect"]);
         return Ok(Done::text("List completed."));
     }
     let mut full = reference.into_bytes();
@@ -127,10 +158,10 @@ pub async fn list(
             if matches_name(&full, name) {
                 let mut attrs = Vec::new();
                 if !existing.contains_key(name) {
-                    attrs.push("\\Noselect");
+                    attrs.push("Noselect".to_string());
                 }
                 emitted.insert(name.clone());
-                lines.push((name.clone(), attrs.join(" ")));
+                lines.push((name.clone(), attrs));
             } else if full.last() == Some(&b'%') {
                 // A `%` that stops at a superior of a subscribed name lists that superior
                 // as \Noselect (RFC 3501 6.3.9).
@@ -141,7 +172,7 @@ pub async fn list(
                         && !subscribed.contains(&parent)
                         && emitted.insert(parent.clone())
                     {
-                        lines.push((parent, "\\Noselect".into()));
+                        lines.push((parent, vec!["Noselect".to_string()]));
                     }
                 }
             }
@@ -155,24 +186,21 @@ pub async fn list(
             match existing.get(name) {
                 Some(special) => {
                     if let Some(special) = special {
-                        attrs.push(format!("\\{special}"));
+                        attrs.push(special.clone());
                     }
                 }
-                None => attrs.push("\\Noselect".into()),
+                None => attrs.push("Noselect".into()),
             }
             attrs.push(if has_children(name) {
-                "\\HasChildren".into()
+                "HasChildren".into()
             } else {
-                "\\HasNoChildren".into()
+                "HasNoChildren".into()
             });
-            lines.push((name.clone(), attrs.join(" ")));
+            lines.push((name.clone(), attrs));
         }
     }
     for (name, attrs) in lines {
-        let mut line = format!("* {word} ({attrs}) \"/\" ").into_bytes();
-        response::mailbox(&mut line, &name);
-        line.extend_from_slice(b"\r\n");
-        s.out.extend_from_slice(&line);
+        answer(s, lsub, &name, &attrs);
     }
     Ok(Done::text(if lsub {
         "Lsub completed."
