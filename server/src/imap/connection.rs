@@ -11,8 +11,6 @@
 use std::sync::Arc;
 
 use cpmstore_storage::{AccountId, Change, MailboxId};
-use imap_codec::ResponseCodec;
-use imap_codec::encode::Encoder;
 use imap_codec::imap_types::response::{Code, CommandContinuationRequest, Data, Response, Status};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -83,20 +81,12 @@ impl Connection {
     /// Queues `* OK [code] text`. `text` is ours (a constant, or numbers we format):
     /// should it ever be empty or hold CR/LF, it is said without them.
     pub fn ok(&mut self, code: Option<Code<'_>>, text: &str) {
-        let text = super::response::text(text);
-        match Status::ok(None, code, text.as_str()) {
-            Ok(status) => self.status(status),
-            Err(_) => self.raw(format!("* OK {text}\r\n").as_bytes()),
-        }
+        super::response::push_ok(&mut self.out, code, text);
     }
 
     /// Queues `* BYE text` (see [`Connection::ok`] for the text).
     pub fn bye(&mut self, text: &str) {
-        let text = super::response::text(text);
-        match Status::bye(None, text.as_str()) {
-            Ok(status) => self.status(status),
-            Err(_) => self.raw(format!("* BYE {text}\r\n").as_bytes()),
-        }
+        self.out.extend_from_slice(&super::response::bye(text));
     }
 
     /// Queues bytes encoded elsewhere: only for responses imap-types has no type for
@@ -106,14 +96,7 @@ impl Connection {
     }
 
     fn encode(&mut self, response: &Response<'_>) {
-        for fragment in ResponseCodec::default().encode(response) {
-            match fragment {
-                imap_codec::encode::Fragment::Line { data }
-                | imap_codec::encode::Fragment::Literal { data, .. } => {
-                    self.out.extend_from_slice(&data)
-                }
-            }
-        }
+        super::response::push(&mut self.out, response);
     }
 
     /// Writes pending responses if there are many, so memory stays bounded.
@@ -203,6 +186,13 @@ impl Connection {
             mechanisms.push("EXTERNAL");
         }
         mechanisms
+    }
+
+    /// `* CAPABILITY ...` as bytes. Raw escape: imap-types' `Data::Capability` would
+    /// write `IMAP4rev1` as `IMAP4REV1` (its `Capability::Imap4Rev1` keeps no case);
+    /// the bytes clients have always seen are kept.
+    pub fn capability_data(&self, authenticated: bool) -> Vec<u8> {
+        format!("* CAPABILITY {}\r\n", self.capabilities(authenticated)).into_bytes()
     }
 
     /// The CAPABILITY list before (`authenticated` false) or after login.

@@ -1,6 +1,7 @@
 //! The one place that maps errors to IMAP answers.
 
 use cpmstore_storage::Error as StoreError;
+use imap_codec::imap_types::response::StatusKind;
 
 /// Why a command did not complete.
 #[derive(Debug)]
@@ -92,32 +93,30 @@ impl From<std::io::Error> for CmdError {
 /// The tagged status line for an error, e.g. `a1 NO [NONEXISTENT] Mailbox doesn't exist`.
 /// Storage failures are logged by the caller; the client gets no internal detail.
 pub fn status_line(tag: &str, err: &CmdError) -> String {
-    let (kind, code, text): (&str, Option<&str>, String) = match err {
-        CmdError::No { code, text } => ("NO", *code, text.clone()),
-        CmdError::Bad(text) => ("BAD", None, text.clone()),
+    let (kind, code, text): (StatusKind, Option<&str>, String) = match err {
+        CmdError::No { code, text } => (StatusKind::No, *code, text.clone()),
+        CmdError::Bad(text) => (StatusKind::Bad, None, text.clone()),
         CmdError::Store(e) => match e {
             StoreError::NotFound(_) => (
-                "NO",
+                StatusKind::No,
                 Some("NONEXISTENT"),
                 "No such mailbox or message".into(),
             ),
-            StoreError::AlreadyExists(_) => ("NO", Some("ALREADYEXISTS"), "Already exists".into()),
-            StoreError::Invalid(what) => ("NO", Some("CANNOT"), what.clone()),
-            StoreError::OverQuota => ("NO", Some("OVERQUOTA"), "Quota exceeded".into()),
+            StoreError::AlreadyExists(_) => (StatusKind::No, Some("ALREADYEXISTS"), "Already exists".into()),
+            StoreError::Invalid(what) => (StatusKind::No, Some("CANNOT"), what.clone()),
+            StoreError::OverQuota => (StatusKind::No, Some("OVERQUOTA"), "Quota exceeded".into()),
             StoreError::Unreachable(_) | StoreError::Database(_) => (
-                "NO",
+                StatusKind::No,
                 Some("UNAVAILABLE"),
                 "Temporary storage failure, try again later".into(),
             ),
         },
-        CmdError::Bye(text) => ("BAD", None, text.clone()),
-        CmdError::Io(_) => ("BAD", None, "I/O error".into()),
+        CmdError::Bye(text) => (StatusKind::Bad, None, text.clone()),
+        CmdError::Io(_) => (StatusKind::Bad, None, "I/O error".into()),
     };
-    let text = super::response::text(&text);
-    match code {
-        Some(code) => format!("{tag} {kind} [{code}] {text}\r\n"),
-        None => format!("{tag} {kind} {text}\r\n"),
-    }
+    let mut out = Vec::new();
+    super::response::push_status(&mut out, Some(tag), kind, code, &text);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -13,7 +13,11 @@ use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::imap_types::core::{AString, Atom, IString, Literal, Quoted};
 use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::flag::{Flag, FlagFetch, FlagPerm};
-use imap_codec::imap_types::response::{Code, Data, Response, Status};
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::response::{
+    Code, CodeOther, Data, Greeting, Response, Status, StatusKind,
+};
+use imap_codec::GreetingCodec;
 use imap_codec::imap_types::mailbox::{Mailbox, MailboxOther};
 use imap_codec::imap_types::sequence::SequenceSet;
 
@@ -26,6 +30,71 @@ pub fn push(out: &mut Vec<u8>, response: &Response<'_>) {
             }
         }
     }
+}
+
+/// A response code kept as the bytes we formed. Raw escape for two things imap-types
+/// has no faithful type for: `CAPABILITY` (its `Capability` writes `IMAP4rev1` as
+/// `IMAP4REV1`; we keep the bytes clients have always seen), and the codes commands
+/// still give as text in [`Done`](super::error::Done) (`COPYUID`, `MODIFIED`,
+/// `READ-WRITE`, ...), which are ours and always valid `resp-text-code`s.
+pub fn raw_code(code: &str) -> Code<'static> {
+    Code::Other(CodeOther::unvalidated(code.as_bytes().to_vec()))
+}
+
+/// The greeting: `* OK [CAPABILITY caps] cpmstore ready.`
+pub fn greeting(capabilities: &str) -> Vec<u8> {
+    let code = raw_code(&format!("CAPABILITY {capabilities}"));
+    match Greeting::ok(Some(code), "cpmstore ready.") {
+        Ok(greeting) => GreetingCodec::default().encode(&greeting).dump(),
+        // Unreachable: the text is a valid constant.
+        Err(_) => b"* OK cpmstore ready.\r\n".to_vec(),
+    }
+}
+
+/// Appends a status response: tagged with `tag`, or untagged without; `code` as
+/// [`raw_code`]; `text` as [`text`] makes it.
+pub fn push_status(
+    out: &mut Vec<u8>,
+    tag: Option<&str>,
+    kind: StatusKind,
+    code: Option<&str>,
+    text: &str,
+) {
+    let text = self::text(text);
+    let typed = match tag.map(|t| Tag::try_from(t.to_owned())) {
+        None => Some(None),
+        Some(Ok(tag)) => Some(Some(tag)),
+        // A tag we answer was parsed from the client's command, so is valid.
+        Some(Err(_)) => None,
+    };
+    let status =
+        typed.and_then(|typed| Status::new(typed, kind, code.map(raw_code), text.as_str()).ok());
+    match status {
+        Some(status) => push(out, &Response::Status(status)),
+        // Unreachable (see above); said as before, should it ever happen.
+        None => {
+            let kind = match kind {
+                StatusKind::Ok => "OK",
+                StatusKind::No => "NO",
+                StatusKind::Bad => "BAD",
+            };
+            let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
+            let tag = tag.unwrap_or("*");
+            out.extend_from_slice(format!("{tag} {kind} {code}{text}\r\n").as_bytes());
+        }
+    }
+}
+
+/// `* BYE text` as bytes, for the loop to write when it ends a session.
+pub fn bye(text: &str) -> Vec<u8> {
+    let text = self::text(text);
+    let mut out = Vec::new();
+    match Status::bye(None, text.as_str()) {
+        Ok(status) => push(&mut out, &Response::Status(status)),
+        // Unreachable: `text` is never empty and holds no CR/LF.
+        Err(_) => out.extend_from_slice(b"* BYE Closing.\r\n"),
+    }
+    out
 }
 
 /// Appends an untagged data response to `out`.

@@ -7,18 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::response::StatusKind;
 
 use super::codec::{Framed, Incoming};
 use super::command::{self, Dispatched};
 use super::connection::{Connection, Next};
 use super::context::ImapCtx;
 use super::error::{CmdError, status_line};
+use super::response;
 use super::state::State;
 use crate::net::ConnInfo;
 
 /// What a session is told when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down.";
-const SHUTDOWN_BYE: &[u8] = b"* BYE Server shutting down.\r\n";
 
 /// One IMAP connection: what it holds in every state, and its state.
 pub struct Session {
@@ -59,11 +60,8 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 pub async fn run(mut s: Session) {
     let c = &mut s.conn;
     let peer = c.info.peer;
-    let greeting = format!(
-        "* OK [CAPABILITY {}] cpmstore ready.\r\n",
-        c.capabilities(s.state.is_authenticated())
-    );
-    if c.io.write_all(greeting.as_bytes()).await.is_err() {
+    let greeting = response::greeting(&c.capabilities(s.state.is_authenticated()));
+    if c.io.write_all(&greeting).await.is_err() {
         return;
     }
     let mut shutdown = c.ctx.shutdown.clone();
@@ -87,19 +85,19 @@ pub async fn run(mut s: Session) {
         let incoming = tokio::select! {
             biased;
             _ = stopping(&mut shutdown) => {
-                let _ = c.io.write_all(SHUTDOWN_BYE).await;
+                let _ = c.io.write_all(&response::bye(SHUTDOWN_TEXT)).await;
                 break;
             }
             r = tokio::time::timeout_at(deadline, c.io.read_command()) => r,
         };
         let incoming = match incoming {
             Err(_) => {
-                let bye: &[u8] = if authenticated {
-                    b"* BYE Autologout; idle for too long.\r\n"
+                let bye = if authenticated {
+                    "Autologout; idle for too long."
                 } else {
-                    b"* BYE Login timeout; log in sooner.\r\n"
+                    "Login timeout; log in sooner."
                 };
-                let _ = c.io.write_all(bye).await;
+                let _ = c.io.write_all(&response::bye(bye)).await;
                 break;
             }
             Ok(Err(e)) => {
@@ -114,36 +112,44 @@ pub async fn run(mut s: Session) {
             Incoming::Malformed { tag } => {
                 // Counted under a name of its own: what it was is not known.
                 c.ctx.metrics.command("UNPARSED", "bad", Duration::ZERO);
-                let line = match tag {
-                    Some(tag) => format!(
-                        "{} BAD Error in IMAP command: could not parse it.\r\n",
-                        tag.inner()
-                    ),
-                    None => "* BAD Error in IMAP command: could not parse it.\r\n".to_string(),
-                };
-                if c.io.write_all(line.as_bytes()).await.is_err() {
+                let mut line = Vec::new();
+                response::push_status(
+                    &mut line,
+                    tag.as_ref().map(|t| t.inner()),
+                    StatusKind::Bad,
+                    None,
+                    "Error in IMAP command: could not parse it.",
+                );
+                if c.io.write_all(&line).await.is_err() {
                     break;
                 }
                 continue;
             }
             Incoming::LiteralRefused { tag } => {
-                let tag = tag
-                    .map(|t| t.inner().to_string())
-                    .unwrap_or_else(|| "*".into());
-                let line = format!("{tag} NO [TOOBIG] Literal larger than allowed.\r\n");
-                if c.io.write_all(line.as_bytes()).await.is_err() {
+                let mut line = Vec::new();
+                response::push_status(
+                    &mut line,
+                    tag.as_ref().map(|t| t.inner()),
+                    StatusKind::No,
+                    Some("TOOBIG"),
+                    "Literal larger than allowed.",
+                );
+                if c.io.write_all(&line).await.is_err() {
                     break;
                 }
                 continue;
             }
             Incoming::Overflow { tag } => {
-                let tag = tag
-                    .map(|t| t.inner().to_string())
-                    .unwrap_or_else(|| "*".into());
-                let line = format!(
-                    "{tag} BAD [TOOBIG] Command or literal larger than allowed.\r\n* BYE Too much data.\r\n"
+                let mut line = Vec::new();
+                response::push_status(
+                    &mut line,
+                    tag.as_ref().map(|t| t.inner()),
+                    StatusKind::Bad,
+                    Some("TOOBIG"),
+                    "Command or literal larger than allowed.",
                 );
-                let _ = c.io.write_all(line.as_bytes()).await;
+                line.extend_from_slice(&response::bye("Too much data."));
+                let _ = c.io.write_all(&line).await;
                 break;
             }
         };
@@ -246,28 +252,27 @@ async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<
         Err(CmdError::No { .. } | CmdError::Store(_)) => "no",
     };
     c.ctx.metrics.command(name, outcome, started.elapsed());
-    let line = match &result {
-        Ok(done) => match &done.code {
-            Some(code) => format!(
-                "{tag} OK [{code}] {}\r\n",
-                super::response::text(&done.text)
-            ),
-            None => format!("{tag} OK {}\r\n", super::response::text(&done.text)),
-        },
+    match &result {
+        Ok(done) => response::push_status(
+            &mut c.out,
+            Some(&tag),
+            StatusKind::Ok,
+            done.code.as_deref(),
+            &done.text,
+        ),
         Err(CmdError::Io(e)) => return Err(std::io::Error::new(e.kind(), e.to_string())),
         Err(CmdError::Bye(text)) => {
             c.next = Next::Close;
-            format!("* BYE {}\r\n", super::response::text(text))
+            c.bye(text);
         }
         Err(e) => {
             if let CmdError::Store(err) = e {
                 c.ctx.metrics.storage_error("imap");
                 tracing::warn!(peer = %c.info.peer, command = name, error = %err, "storage error");
             }
-            status_line(&tag, e)
+            c.out.extend_from_slice(status_line(&tag, e).as_bytes());
         }
     };
-    c.out.extend_from_slice(line.as_bytes());
     c.flush().await?;
     // Between commands the session holds no output buffer.
     c.out = Vec::new();

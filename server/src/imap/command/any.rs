@@ -11,8 +11,10 @@ use crate::imap::mailbox_view::MailboxView;
 use crate::imap::state::{Login, Selected};
 
 pub fn capability(c: &mut Connection, authenticated: bool) -> CmdResult {
-    let line = format!("* CAPABILITY {}\r\n", c.capabilities(authenticated));
-    c.out.extend_from_slice(line.as_bytes());
+    // Raw escape: imap-types' `Capability` writes IMAP4rev1 as `IMAP4REV1`; the
+    // bytes clients have always seen are kept (see `Connection::capability_data`).
+    let line = c.capability_data(authenticated);
+    c.raw(&line);
     Ok(Done::text("Capability completed."))
 }
 
