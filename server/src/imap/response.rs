@@ -5,7 +5,7 @@
 //! connection's buffer while it catches up). The byte-level helpers below ([`string`],
 //! [`flag_list`]) serve the documented raw escapes only.
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use cpmstore_storage::{Flags, SystemFlags};
 use imap_codec::ResponseCodec;
@@ -95,6 +95,33 @@ pub fn bye(text: &str) -> Vec<u8> {
         Err(_) => out.extend_from_slice(b"* BYE Closing.\r\n"),
     }
     out
+}
+
+/// Opens a FETCH response written piece by piece (`* seq FETCH (`). Raw escape:
+/// imap-codec encodes msg-att items only inside a whole `Data::Fetch`, and a FETCH
+/// with a streamed literal or a mime.rs-written ENVELOPE/BODYSTRUCTURE cannot be one;
+/// its typed items go through [`push_fetch_items`].
+pub fn fetch_open(out: &mut Vec<u8>, seq: NonZeroU32) {
+    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+}
+
+/// Closes what [`fetch_open`] opened.
+pub fn fetch_close(out: &mut Vec<u8>) {
+    out.extend_from_slice(b")\r\n");
+}
+
+/// Appends typed msg-att items, space-separated, encoded by imap-codec: they are
+/// encoded as the `Data::Fetch` they would be alone and taken out of its frame
+/// (`* seq FETCH (` ... `)\r\n`, whose first `(` opens the list).
+pub fn push_fetch_items(out: &mut Vec<u8>, seq: NonZeroU32, items: Vec<MessageDataItem<'_>>) {
+    let Ok(data) = Data::fetch(seq, items) else {
+        return;
+    };
+    let mut bytes = Vec::new();
+    push_data(&mut bytes, data);
+    let start = bytes.iter().position(|&b| b == b'(').map_or(0, |p| p + 1);
+    let end = bytes.len().saturating_sub(3).max(start);
+    out.extend_from_slice(&bytes[start..end]);
 }
 
 /// Appends an untagged data response to `out`.

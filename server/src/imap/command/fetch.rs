@@ -25,8 +25,9 @@ use cpmstore_storage::{FlagOp, Flags, MessageMeta, SystemFlags};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::core::AString;
+use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::fetch::{
-    MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
@@ -35,7 +36,7 @@ use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, read_rows, to_ranges, uid_set_ranges};
 use crate::imap::mime::{self, Message};
-use crate::imap::response::{flag_list, string, uid_sequence_set};
+use crate::imap::response::{self, flags_item, modseq_item, string, uid_sequence_set};
 use crate::imap::state::{Login, Selected};
 
 /// Messages asked of the store per round trip.
@@ -428,54 +429,70 @@ impl Request {
         let raw = raw.unwrap_or_default();
         let parsed = OnceCell::new();
         let message = || parsed.get_or_init(|| Message::parse(raw));
-        out.extend_from_slice(format!("* {} FETCH (", status.seq).as_bytes());
-        for (i, item) in self.items.iter().enumerate() {
-            if i > 0 {
-                out.push(b' ');
-            }
+        let Some(seq) = NonZeroU32::new(status.seq) else {
+            return;
+        };
+        let mut att = FetchItems::new(out, seq);
+        for item in &self.items {
             match item {
-                Item::Uid => out.extend_from_slice(format!("UID {}", meta.uid).as_bytes()),
-                Item::Flags => out.extend_from_slice(
-                    format!("FLAGS {}", flag_list(status.flags, status.recent)).as_bytes(),
-                ),
-                Item::InternalDate => out.extend_from_slice(
-                    format!(
-                        "INTERNALDATE \"{}\"",
-                        internal_date(meta.internal_date, meta.internal_date_tz)
-                    )
-                    .as_bytes(),
-                ),
-                Item::Rfc822Size => {
-                    out.extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes())
+                Item::Uid => {
+                    if let Some(uid) = NonZeroU32::new(meta.uid) {
+                        att.typed(MessageDataItem::Uid(uid));
+                    }
                 }
-                Item::ModSeq => {
-                    out.extend_from_slice(format!("MODSEQ ({})", status.modseq).as_bytes())
+                Item::Flags => att.typed(flags_item(status.flags, status.recent)),
+                Item::InternalDate => {
+                    if let Some(date) = internal_date(meta.internal_date, meta.internal_date_tz)
+                    {
+                        att.typed(MessageDataItem::InternalDate(date));
+                    }
                 }
+                Item::Rfc822Size => match u32::try_from(meta.size) {
+                    Ok(size) => att.typed(MessageDataItem::Rfc822Size(size)),
+                    // Raw escape: imap-types' RFC822.SIZE is a u32 (RFC 3501's number);
+                    // no message accepted under the literal limit is larger.
+                    Err(_) => att
+                        .raw()
+                        .extend_from_slice(format!("RFC822.SIZE {}", meta.size).as_bytes()),
+                },
+                Item::ModSeq => att.typed_opt(modseq_item(status.modseq)),
+                // Raw escape: ENVELOPE and BODY[STRUCTURE] are written by mime.rs
+                // (no imap-types `Envelope`/`BodyStructure` is built there yet).
                 Item::Envelope => {
+                    let out = att.raw();
                     out.extend_from_slice(b"ENVELOPE ");
                     message().write_envelope(out);
                 }
                 Item::Body => {
+                    let out = att.raw();
                     out.extend_from_slice(b"BODY ");
                     message().write_body_structure(out, false);
                 }
                 Item::BodyStructure => {
+                    let out = att.raw();
                     out.extend_from_slice(b"BODYSTRUCTURE ");
                     message().write_body_structure(out, true);
                 }
+                // Raw escape for the literal items: their content is streamed from the
+                // message as loaded (`Spliced`), never copied into an imap-types
+                // `Literal` (which would hold a 50 MB message twice).
                 Item::Rfc822 => {
+                    let out = att.raw();
                     out.extend_from_slice(b"RFC822 ");
                     literal(out, spliced, Cow::Borrowed(raw));
                 }
                 Item::Rfc822Header => {
+                    let out = att.raw();
                     out.extend_from_slice(b"RFC822.HEADER ");
                     literal(out, spliced, Cow::Borrowed(message().header()));
                 }
                 Item::Rfc822Text => {
+                    let out = att.raw();
                     out.extend_from_slice(b"RFC822.TEXT ");
                     literal(out, spliced, Cow::Borrowed(message().text()));
                 }
                 Item::Section { section, partial } => {
+                    let out = att.raw();
                     out.extend_from_slice(b"BODY[");
                     section_name(out, section.as_ref());
                     out.push(b']');
@@ -506,19 +523,88 @@ impl Request {
             }
         }
         if status.flags_changed && !self.items.contains(&Item::Flags) {
-            out.extend_from_slice(
-                format!(" FLAGS {}", flag_list(status.flags, status.recent)).as_bytes(),
-            );
+            att.typed(flags_item(status.flags, status.recent));
         }
         if status.flags_changed && status.condstore {
-            if !self.items.contains(&Item::Uid) {
-                out.extend_from_slice(format!(" UID {}", meta.uid).as_bytes());
+            if !self.items.contains(&Item::Uid)
+                && let Some(uid) = NonZeroU32::new(meta.uid)
+            {
+                att.typed(MessageDataItem::Uid(uid));
             }
             if !self.items.contains(&Item::ModSeq) {
-                out.extend_from_slice(format!(" MODSEQ ({})", status.modseq).as_bytes());
+                att.typed_opt(modseq_item(status.modseq));
             }
         }
-        out.extend_from_slice(b")\r\n");
+        att.finish();
+    }
+}
+
+/// One FETCH response's items as they are written: runs of typed items are encoded by
+/// imap-codec; the items it cannot carry (see [`Request::write`]) are raw pieces
+/// between them. A response of typed items only is one `Data::Fetch`.
+struct FetchItems<'o> {
+    out: &'o mut Vec<u8>,
+    seq: NonZeroU32,
+    run: Vec<MessageDataItem<'static>>,
+    /// Whether the frame is open (a raw piece was written).
+    open: bool,
+    /// Whether an item has been written after the open frame.
+    any: bool,
+}
+
+impl<'o> FetchItems<'o> {
+    fn new(out: &'o mut Vec<u8>, seq: NonZeroU32) -> Self {
+        FetchItems {
+            out,
+            seq,
+            run: Vec::new(),
+            open: false,
+            any: false,
+        }
+    }
+
+    fn typed(&mut self, item: MessageDataItem<'static>) {
+        self.run.push(item);
+    }
+
+    fn typed_opt(&mut self, item: Option<MessageDataItem<'static>>) {
+        self.run.extend(item);
+    }
+
+    /// Where the next raw item is to be written (after its separator).
+    fn raw(&mut self) -> &mut Vec<u8> {
+        if !self.open {
+            response::fetch_open(self.out, self.seq);
+            self.open = true;
+        }
+        self.write_run();
+        if self.any {
+            self.out.push(b' ');
+        }
+        self.any = true;
+        self.out
+    }
+
+    fn write_run(&mut self) {
+        if self.run.is_empty() {
+            return;
+        }
+        if self.any {
+            self.out.push(b' ');
+        }
+        self.any = true;
+        response::push_fetch_items(self.out, self.seq, std::mem::take(&mut self.run));
+    }
+
+    fn finish(mut self) {
+        if !self.open {
+            if let Ok(data) = Data::fetch(self.seq, std::mem::take(&mut self.run)) {
+                response::push_data(self.out, data);
+            }
+            return;
+        }
+        self.write_run();
+        response::fetch_close(self.out);
     }
 }
 
@@ -654,18 +740,13 @@ fn astring(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// `dd-Mon-yyyy hh:mm:ss +zzzz` in the zone the message was received in.
-fn internal_date(unix_secs: i64, tz_minutes: i32) -> String {
+/// The INTERNALDATE (`dd-Mon-yyyy hh:mm:ss +zzzz`) in the zone the message was received
+/// in; `None` for a date IMAP cannot say (a year past 9999).
+fn internal_date(unix_secs: i64, tz_minutes: i32) -> Option<DateTime> {
     let offset = chrono::FixedOffset::east_opt(tz_minutes.saturating_mul(60))
-        .or_else(|| chrono::FixedOffset::east_opt(0));
+        .or_else(|| chrono::FixedOffset::east_opt(0))?;
     let utc = chrono::DateTime::from_timestamp(unix_secs, 0).unwrap_or_default();
-    match offset {
-        Some(offset) => utc
-            .with_timezone(&offset)
-            .format("%d-%b-%Y %H:%M:%S %z")
-            .to_string(),
-        None => utc.format("%d-%b-%Y %H:%M:%S +0000").to_string(),
-    }
+    DateTime::try_from(utc.with_timezone(&offset)).ok()
 }
 
 #[cfg(test)]
@@ -963,7 +1044,8 @@ mod tests {
             (0, 100_000, "01-Jan-1970 00:00:00 +0000"),
         ];
         for (secs, tz, expected) in cases {
-            assert_eq!(internal_date(*secs, *tz), *expected);
+            let date = internal_date(*secs, *tz).unwrap();
+            assert_eq!(date.as_ref().format("%d-%b-%Y %H:%M:%S %z").to_string(), *expected);
         }
     }
 }
