@@ -205,4 +205,24 @@ mod tests {
         )
         .await;
     }
+
+    /// What imap-codec's `ext_metadata`, `ext_status_size` and `ext_within` now parse
+    /// is not implemented (nor advertised): BAD, as when it did not parse.
+    #[tokio::test]
+    async fn parsed_extensions_we_do_not_serve_are_bad() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a GETMETADATA \"\" /private/comment",
+                    "b SETMETADATA INBOX (/private/comment \"x\")",
+                    "c STATUS INBOX (SIZE)",
+                    "d SEARCH OLDER 60",
+                    "e SEARCH YOUNGER 60",
+                ],
+                &["a BAD...", "b BAD...", "c BAD...", "d BAD...", "e BAD..."],
+            )],
+        )
+        .await;
+    }
 }

@@ -325,6 +325,10 @@ impl Query {
         use SearchKey as K;
         let day = |d: &imap_codec::imap_types::datetime::NaiveDate| *d.as_ref();
         Ok(match key {
+            // WITHIN (RFC 5032) is parsed (imap-codec's `ext_within`) but not advertised.
+            K::Older(_) | K::Younger(_) => {
+                return Err(CmdError::bad("OLDER and YOUNGER (WITHIN) are not supported."));
+            }
             K::And(keys) => Query::compile_all(keys.as_ref())?,
             K::SequenceSet(set) => Query::Seq(LazyIntervals::new(set.clone())),
             K::Uid(set) => Query::Uid(LazyIntervals::new(set.clone())),
