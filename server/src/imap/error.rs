@@ -102,7 +102,11 @@ pub fn status_line(tag: &str, err: &CmdError) -> String {
                 Some("NONEXISTENT"),
                 "No such mailbox or message".into(),
             ),
-            StoreError::AlreadyExists(_) => (StatusKind::No, Some("ALREADYEXISTS"), "Already exists".into()),
+            StoreError::AlreadyExists(_) => (
+                StatusKind::No,
+                Some("ALREADYEXISTS"),
+                "Already exists".into(),
+            ),
             StoreError::Invalid(what) => (StatusKind::No, Some("CANNOT"), what.clone()),
             StoreError::OverQuota => (StatusKind::No, Some("OVERQUOTA"), "Quota exceeded".into()),
             StoreError::Unreachable(_) | StoreError::Database(_) => (

@@ -17,8 +17,7 @@ use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::response::{
-    flags_item, mailbox_flags, modseq_item, permanent_flags, push_data, push_ok,
-    uid_sequence_set,
+    flags_item, mailbox_flags, modseq_item, permanent_flags, push_data, push_ok, uid_sequence_set,
 };
 use super::seqset::Intervals;
 
@@ -280,7 +279,11 @@ impl MailboxView {
         push_data(out, Data::Flags(mailbox_flags(&self.keywords)));
         if !self.read_only {
             let permanent = permanent_flags(&self.keywords);
-            push_ok(out, Some(Code::PermanentFlags(permanent)), "Flags permitted.");
+            push_ok(
+                out,
+                Some(Code::PermanentFlags(permanent)),
+                "Flags permitted.",
+            );
         }
     }
 

@@ -8,17 +8,17 @@
 use std::num::{NonZeroU32, NonZeroU64};
 
 use cpmstore_storage::{Flags, SystemFlags};
+use imap_codec::GreetingCodec;
 use imap_codec::ResponseCodec;
 use imap_codec::encode::{Encoder, Fragment};
+use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::core::{AString, Atom, IString, Literal, Quoted};
 use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::flag::{Flag, FlagFetch, FlagPerm};
-use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::mailbox::{Mailbox, MailboxOther};
 use imap_codec::imap_types::response::{
     Code, CodeOther, Data, Greeting, Response, Status, StatusKind,
 };
-use imap_codec::GreetingCodec;
-use imap_codec::imap_types::mailbox::{Mailbox, MailboxOther};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 /// Appends `response`, encoded by imap-codec, to `out`.
@@ -145,7 +145,9 @@ pub fn push_ok(out: &mut Vec<u8>, code: Option<Code<'_>>, text: &str) {
 pub fn push_highestmodseq(out: &mut Vec<u8>, modseq: u64, text: &str) {
     match NonZeroU64::new(modseq) {
         Some(modseq) => push_ok(out, Some(Code::HighestModSeq(modseq)), text),
-        None => out.extend_from_slice(format!("* OK [HIGHESTMODSEQ 0] {}\r\n", self::text(text)).as_bytes()),
+        None => out.extend_from_slice(
+            format!("* OK [HIGHESTMODSEQ 0] {}\r\n", self::text(text)).as_bytes(),
+        ),
     }
 }
 
@@ -172,7 +174,13 @@ pub fn fetch_flags(flags: &Flags, recent: bool) -> Vec<FlagFetch<'static>> {
             out.push(FlagFetch::Flag(flag));
         }
     }
-    out.extend(flags.keywords.iter().filter_map(|kw| keyword(kw)).map(FlagFetch::Flag));
+    out.extend(
+        flags
+            .keywords
+            .iter()
+            .filter_map(|kw| keyword(kw))
+            .map(FlagFetch::Flag),
+    );
     if recent {
         out.push(FlagFetch::Recent);
     }

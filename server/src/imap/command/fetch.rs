@@ -442,8 +442,7 @@ impl Request {
                 }
                 Item::Flags => att.typed(flags_item(status.flags, status.recent)),
                 Item::InternalDate => {
-                    if let Some(date) = internal_date(meta.internal_date, meta.internal_date_tz)
-                    {
+                    if let Some(date) = internal_date(meta.internal_date, meta.internal_date_tz) {
                         att.typed(MessageDataItem::InternalDate(date));
                     }
                 }
@@ -1045,7 +1044,10 @@ mod tests {
         ];
         for (secs, tz, expected) in cases {
             let date = internal_date(*secs, *tz).unwrap();
-            assert_eq!(date.as_ref().format("%d-%b-%Y %H:%M:%S %z").to_string(), *expected);
+            assert_eq!(
+                date.as_ref().format("%d-%b-%Y %H:%M:%S %z").to_string(),
+                *expected
+            );
         }
     }
 }

@@ -327,7 +327,9 @@ impl Query {
         Ok(match key {
             // WITHIN (RFC 5032) is parsed (imap-codec's `ext_within`) but not advertised.
             K::Older(_) | K::Younger(_) => {
-                return Err(CmdError::bad("OLDER and YOUNGER (WITHIN) are not supported."));
+                return Err(CmdError::bad(
+                    "OLDER and YOUNGER (WITHIN) are not supported.",
+                ));
             }
             K::And(keys) => Query::compile_all(keys.as_ref())?,
             K::SequenceSet(set) => Query::Seq(LazyIntervals::new(set.clone())),

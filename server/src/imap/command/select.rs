@@ -22,9 +22,7 @@ use super::args::mailbox_name;
 use crate::imap::connection::Connection;
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges};
-use crate::imap::response::{
-    mailbox_flags, permanent_flags, push_highestmodseq, uid_sequence_set,
-};
+use crate::imap::response::{mailbox_flags, permanent_flags, push_highestmodseq, uid_sequence_set};
 use crate::imap::state::{Login, Selected, Transition};
 
 /// What a client knew of the mailbox, from the QRESYNC parameter.

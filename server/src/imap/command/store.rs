@@ -101,7 +101,10 @@ pub async fn store(
         let (Some(seq), Some(f), Some(uid_nz)) = (view.seq_of(u), view.flags_of(u), nz(u)) else {
             continue;
         };
-        let modseq = view.modseq_of(u).filter(|_| condstore).and_then(modseq_item);
+        let modseq = view
+            .modseq_of(u)
+            .filter(|_| condstore)
+            .and_then(modseq_item);
         let items = if response == StoreResponse::Answer {
             let mut items = Vec::with_capacity(3);
             if uid || condstore {
