@@ -1,5 +1,5 @@
 //! Framing: complete commands (literals included), AUTHENTICATE data lines and IDLE
-//! `DONE`, read from a [`Conn`] with imap-codec's `Fragmentizer`, within limits.
+//! `DONE`, read from a [`SessionStream`] with imap-codec's `Fragmentizer`, within limits.
 //!
 //! Limits are enforced here, before bytes are buffered. What one command may hold,
 //! lines and literals together, depends on the phase:
@@ -39,9 +39,9 @@ use imap_codec::imap_types::auth::AuthenticateData;
 use imap_codec::imap_types::command::Command;
 use imap_codec::imap_types::core::{LiteralMode, Tag};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWriteExt, ReadBuf};
 
-use crate::net::Conn;
+use super::stream::SessionStream;
 
 /// Size limits of the framing layer.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +80,8 @@ pub enum AuthLine {
 }
 
 /// The framed connection.
-pub struct Framed {
-    conn: Conn,
+pub struct Framed<S> {
+    conn: S,
     frag: Fragmentizer,
     limits: FrameLimits,
     /// Bytes read but not yet handed to the fragmentizer (`unfed[unfed_at..]`): the rest
@@ -122,8 +122,8 @@ thread_local! {
 
 /// Polls one read from `conn` into the thread's scratch buffer and gives what was read
 /// to `take` (empty at EOF), within the same poll.
-fn poll_read_with<R>(
-    conn: &mut Conn,
+fn poll_read_with<S: SessionStream, R>(
+    conn: &mut S,
     cx: &mut Context<'_>,
     take: impl FnOnce(&[u8]) -> R,
 ) -> Poll<io::Result<R>> {
@@ -149,8 +149,8 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How much a closing connection reads and drops at most.
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 
-impl Framed {
-    pub fn new(conn: Conn, limits: FrameLimits) -> Self {
+impl<S: SessionStream> Framed<S> {
+    pub fn new(conn: S, limits: FrameLimits) -> Self {
         Framed {
             conn,
             frag: new_fragmentizer(limits),
@@ -166,20 +166,14 @@ impl Framed {
         }
     }
 
-    pub fn conn(&self) -> &Conn {
+    pub fn conn(&self) -> &S {
         &self.conn
     }
 
-    /// Upgrades to TLS; anything the client pipelined after STARTTLS is discarded (RFC 2595).
-    pub async fn start_tls(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> io::Result<()> {
-        self.frag = new_fragmentizer(self.limits);
-        self.unfed = Vec::new();
-        self.unfed_at = 0;
-        self.pending = 0;
-        self.literal_left = 0;
-        self.fed_max = 0;
-        self.literal_total = 0;
-        self.conn.start_tls(acceptor).await
+    /// The stream, for STARTTLS, and the limits to frame its upgrade with: anything the
+    /// client pipelined after STARTTLS is discarded with the rest (RFC 2595).
+    pub fn into_inner(self) -> (S, FrameLimits) {
+        (self.conn, self.limits)
     }
 
     /// Says whether the client has logged in: commands may then be larger.
@@ -502,17 +496,17 @@ mod tests {
     };
 
     /// The server's framed side of a loopback connection, and the client's socket.
-    async fn pair() -> (Framed, TcpStream) {
+    async fn pair() -> (Framed<TcpStream>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Framed::new(Conn::Plain(server), LIMITS), client)
+        (Framed::new(server, LIMITS), client)
     }
 
     /// The next command's tag and name, and its APPEND message if it is one.
-    async fn next(framed: &mut Framed) -> (String, &'static str, Option<Vec<u8>>) {
+    async fn next(framed: &mut Framed<TcpStream>) -> (String, &'static str, Option<Vec<u8>>) {
         let Incoming::Command(command) = framed.read_command().await.unwrap() else {
             panic!("not a command");
         };
@@ -532,7 +526,7 @@ mod tests {
 
     /// Holds nothing for a client that is waiting: no unfed bytes, and a fragmentizer
     /// that has been handed small pieces only.
-    fn holds_nothing(framed: &Framed) -> bool {
+    fn holds_nothing<S: SessionStream>(framed: &Framed<S>) -> bool {
         framed.unfed.capacity() == 0 && framed.pending == 0 && framed.fed_max <= KEEP_AT_MOST
     }
 
@@ -625,7 +619,7 @@ mod tests {
         ];
         for (input, expected) in cases {
             let (mut client, server) = tokio::io::duplex(64 * 1024);
-            let mut framed = Framed::new(Conn::Mem(server), LIMITS);
+            let mut framed = Framed::new(server, LIMITS);
             client.write_all(input).await.expect("written");
             if input.is_empty() {
                 drop(client);

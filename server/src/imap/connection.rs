@@ -15,8 +15,9 @@ use imap_codec::imap_types::response::{Code, CommandContinuationRequest, Data, R
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::TryRecvError;
 
-use super::codec::Framed;
+use super::codec::{FrameLimits, Framed};
 use super::context::ImapCtx;
+pub use super::stream::SessionStream;
 use crate::net::ConnInfo;
 
 /// What a command asks of the loop after its tagged response.
@@ -34,10 +35,10 @@ pub const FLUSH_AT: usize = 64 * 1024;
 /// after the command it is given back altogether (an idle session holds none).
 const OUT_KEEP: usize = 2 * FLUSH_AT;
 
-/// One IMAP connection, apart from its state.
-pub struct Connection {
+/// One IMAP connection, apart from its state, over a stream `S`.
+pub struct Connection<S> {
     pub ctx: Arc<ImapCtx>,
-    pub io: Framed,
+    pub io: Framed<S>,
     pub info: ConnInfo,
     /// Untagged responses waiting to be written.
     pub out: Vec<u8>,
@@ -46,8 +47,44 @@ pub struct Connection {
     pub next: Next,
 }
 
-impl Connection {
-    pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
+/// A connection whose stream has been taken for STARTTLS: what it goes on with over
+/// the upgraded stream ([`Parked::resume`]).
+pub struct Parked {
+    ctx: Arc<ImapCtx>,
+    info: ConnInfo,
+    changes: broadcast::Receiver<Change>,
+    limits: FrameLimits,
+}
+
+impl Parked {
+    /// The connection over `stream`, framed afresh.
+    pub fn resume<T: SessionStream>(self, stream: T) -> Connection<T> {
+        Connection {
+            ctx: self.ctx,
+            io: Framed::new(stream, self.limits),
+            info: self.info,
+            out: Vec::new(),
+            changes: self.changes,
+            next: Next::Continue,
+        }
+    }
+}
+
+impl<S: SessionStream> Connection<S> {
+    /// Takes the stream away (for STARTTLS): what was read and not yet handled, and
+    /// any response not yet written, are dropped.
+    pub fn park(self) -> (S, Parked) {
+        let (stream, limits) = self.io.into_inner();
+        let parked = Parked {
+            ctx: self.ctx,
+            info: self.info,
+            changes: self.changes,
+            limits,
+        };
+        (stream, parked)
+    }
+
+    pub fn new(ctx: Arc<ImapCtx>, io: Framed<S>, info: ConnInfo) -> Self {
         let changes = ctx.store.changes().subscribe();
         Connection {
             ctx,
@@ -152,7 +189,7 @@ impl Connection {
         if conn.is_tls13() {
             types.push(TLS_EXPORTER);
         }
-        if matches!(conn, crate::net::Conn::Tls(_)) && self.ctx.tls_end_point.is_some() {
+        if conn.is_certificate_tls() && self.ctx.tls_end_point.is_some() {
             types.push(TLS_SERVER_END_POINT);
         }
         types
@@ -164,7 +201,7 @@ impl Connection {
         use crate::auth::scram::{TLS_EXPORTER, TLS_SERVER_END_POINT};
         match name {
             TLS_EXPORTER => self.io.conn().tls_exporter(),
-            TLS_SERVER_END_POINT if matches!(self.io.conn(), crate::net::Conn::Tls(_)) => {
+            TLS_SERVER_END_POINT if self.io.conn().is_certificate_tls() => {
                 self.ctx.tls_end_point.clone()
             }
             _ => None,

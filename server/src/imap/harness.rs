@@ -353,7 +353,7 @@ impl Harness {
     /// (no [`Harness::restore`] after a conversation that changed it), the session is
     /// told so, as if another session had changed the mailbox meanwhile, and catches
     /// up after its first command.
-    pub fn session(&mut self, opening: Opening, conn: DuplexStream) -> Session {
+    pub fn session(&mut self, opening: Opening, conn: DuplexStream) -> Session<Conn> {
         self.stale |= self.drain_changes();
         let limits = FrameLimits {
             max_command_bytes: self.ctx.limits.max_command_bytes,

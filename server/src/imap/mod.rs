@@ -20,6 +20,7 @@ pub mod response;
 pub mod seqset;
 pub mod session;
 pub mod state;
+pub mod stream;
 #[cfg(test)]
 pub mod testing;
 

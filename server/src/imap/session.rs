@@ -11,7 +11,8 @@ use imap_codec::imap_types::response::StatusKind;
 
 use super::codec::{Framed, Incoming};
 use super::command::{self, Dispatched};
-use super::connection::{Connection, Next};
+use super::connection::{Connection, Next, SessionStream};
+use super::stream::StartTls;
 use super::context::ImapCtx;
 use super::error::{CmdError, status_line};
 use super::response;
@@ -21,16 +22,16 @@ use crate::net::ConnInfo;
 /// What a session is told when the server shuts down.
 const SHUTDOWN_TEXT: &str = "Server shutting down.";
 
-/// One IMAP connection: what it holds in every state, and its state.
-pub struct Session {
-    pub conn: Connection,
+/// One IMAP connection over a stream `S`: what it holds in every state, and its state.
+pub struct Session<S> {
+    pub conn: Connection<S>,
     pub state: State,
 }
 
-impl Session {
+impl<S: SessionStream> Session<S> {
     /// A connection not yet logged in, closed `login_timeout_secs` from now unless
     /// the caller sets another deadline.
-    pub fn new(ctx: Arc<ImapCtx>, io: Framed, info: ConnInfo) -> Self {
+    pub fn new(ctx: Arc<ImapCtx>, io: Framed<S>, info: ConnInfo) -> Self {
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(ctx.limits.login_timeout_secs);
         Session {
@@ -56,14 +57,76 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Runs a connection to its end.
-pub async fn run(mut s: Session) {
-    let c = &mut s.conn;
-    let peer = c.info.peer;
-    let greeting = response::greeting(&c.capabilities(s.state.is_authenticated()));
-    if c.io.write_all(&greeting).await.is_err() {
+/// How [`serve`] ended.
+pub enum Ended<S> {
+    /// The client logged out, went away or was sent away.
+    Closed(Session<S>),
+    /// The client asked for STARTTLS, and was told to begin: the stream is to be
+    /// upgraded and the session to go on over it.
+    StartTls(Session<S>),
+}
+
+/// Runs a connection to its end: greets it, serves it, and when it asks for STARTTLS
+/// hands its stream to the TLS acceptor and goes on over the upgraded stream.
+pub async fn run<S: StartTls>(s: Session<S>) {
+    let greeting = response::greeting(&s.conn.capabilities(s.state.is_authenticated()));
+    let mut s = s;
+    if s.conn.io.write_all(&greeting).await.is_err() {
         return;
     }
+    match serve(s).await {
+        Ended::Closed(mut s) => s.conn.io.shutdown().await,
+        Ended::StartTls(s) => {
+            let Some(s) = start_tls(s).await else {
+                return;
+            };
+            match serve(s).await {
+                // STARTTLS is refused once TLS is active, so is not asked twice.
+                Ended::Closed(mut s) | Ended::StartTls(mut s) => s.conn.io.shutdown().await,
+            }
+        }
+    }
+}
+
+/// Upgrades the session's stream to TLS. `None`: the handshake failed, timed out (it
+/// ends at the login deadline) or was cut by shutdown (no BYE can be said in the
+/// middle of a handshake); the stream is then dropped.
+async fn start_tls<S: StartTls>(s: Session<S>) -> Option<Session<S::Upgraded>> {
+    let Session { conn, state } = s;
+    let peer = conn.info.peer;
+    // STARTTLS is only dispatched before login.
+    let (Some(acceptor), State::NotAuthenticated { pre }) = (conn.ctx.tls.clone(), &state) else {
+        return None;
+    };
+    let deadline = pre.deadline;
+    let mut shutdown = conn.ctx.shutdown.clone();
+    let (stream, parked) = conn.park();
+    let handshake = tokio::time::timeout_at(deadline, stream.start_tls(&acceptor));
+    let result = tokio::select! {
+        r = handshake => r,
+        _ = stopping(&mut shutdown) => return None,
+    };
+    match result {
+        Ok(Ok(stream)) => Some(Session {
+            conn: parked.resume(stream),
+            state,
+        }),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "STARTTLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Serves commands until the session ends or asks for STARTTLS (the greeting has been
+/// written).
+pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
+    let c = &mut s.conn;
+    let peer = c.info.peer;
     let mut shutdown = c.ctx.shutdown.clone();
     loop {
         let c = &mut s.conn;
@@ -170,42 +233,17 @@ pub async fn run(mut s: Session) {
         match std::mem::replace(&mut c.next, Next::Continue) {
             Next::Continue => {}
             Next::Close => break,
-            Next::StartTls => {
-                // STARTTLS is only dispatched before login.
-                let (Some(acceptor), State::NotAuthenticated { pre }) =
-                    (c.ctx.tls.clone(), &s.state)
-                else {
-                    break;
-                };
-                // The handshake ends at the login deadline, and at shutdown (no BYE
-                // can be said in the middle of a handshake).
-                let handshake = tokio::time::timeout_at(pre.deadline, c.io.start_tls(&acceptor));
-                let result = tokio::select! {
-                    r = handshake => r,
-                    _ = stopping(&mut shutdown) => break,
-                };
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::info!(%peer, "STARTTLS handshake timed out");
-                        break;
-                    }
-                }
-            }
+            Next::StartTls => return Ended::StartTls(s),
         }
         if matches!(s.state, State::Logout) {
             break;
         }
     }
-    s.conn.io.shutdown().await;
+    Ended::Closed(s)
 }
 
 /// Runs one command and writes its responses and tagged status.
-async fn execute(s: &mut Session, command: Command<'static>) -> std::io::Result<()> {
+async fn execute<S: SessionStream>(s: &mut Session<S>, command: Command<'static>) -> std::io::Result<()> {
     let tag = command.tag.inner().to_string();
     let name = command.body.name();
     let started = std::time::Instant::now();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cpmstore_storage::{Account, AccountId, MailboxId};
 
-use super::connection::Connection;
+use super::connection::{Connection, SessionStream};
 use super::context::{AccountSlot, PreAuthGuard};
 use super::error::CmdResult;
 use super::mailbox_view::{MailboxView, Report};
@@ -162,9 +162,9 @@ impl Selected {
 
     /// Catches the mailbox up with the store when something may have changed, writing
     /// what the client is to be told into `c.out`.
-    pub async fn catch_up(
+    pub async fn catch_up<S: SessionStream>(
         &mut self,
-        c: &mut Connection,
+        c: &mut Connection<S>,
         login: &Login,
         allow_expunge: bool,
     ) -> CmdResult<()> {

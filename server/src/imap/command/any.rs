@@ -5,12 +5,12 @@ use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::extensions::namespace::Namespace;
 use imap_codec::imap_types::response::Data;
 
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdResult, Done};
 use crate::imap::mailbox_view::MailboxView;
 use crate::imap::state::{Login, Selected};
 
-pub fn capability(c: &mut Connection, authenticated: bool) -> CmdResult {
+pub fn capability<S: SessionStream>(c: &mut Connection<S>, authenticated: bool) -> CmdResult {
     // Raw escape: imap-types' `Capability` writes IMAP4rev1 as `IMAP4REV1`; the
     // bytes clients have always seen are kept (see `Connection::capability_data`).
     let line = c.capability_data(authenticated);
@@ -37,14 +37,14 @@ pub fn check(selected: &mut Selected) -> CmdResult {
 }
 
 /// LOGOUT: the dispatcher makes the state `Logout`.
-pub fn logout(c: &mut Connection) -> CmdResult {
+pub fn logout<S: SessionStream>(c: &mut Connection<S>) -> CmdResult {
     c.bye("Logging out.");
     Ok(Done::text("Logout completed."))
 }
 
 /// RFC 2971 ID: the client's fields are only logged (never secrets: ID carries none).
-pub fn id(
-    c: &mut Connection,
+pub fn id<S: SessionStream>(
+    c: &mut Connection<S>,
     parameters: Option<Vec<(IString<'static>, NString<'static>)>>,
 ) -> CmdResult {
     if let Some(params) = parameters {
@@ -86,8 +86,8 @@ pub fn id(
 /// be enabled. ENABLED lists those this command enabled (not those that already
 /// were), and nothing else. QRESYNC implies CONDSTORE (RFC 7162 3.2.3) but ENABLED
 /// names CONDSTORE only when the client asked for it too.
-pub fn enable(
-    c: &mut Connection,
+pub fn enable<S: SessionStream>(
+    c: &mut Connection<S>,
     login: &mut Login,
     view: Option<&MailboxView>,
     capabilities: Vec1<CapabilityEnable<'static>>,
@@ -123,7 +123,7 @@ pub fn enable(
 }
 
 /// RFC 2342: one personal namespace, `/` separated.
-pub fn namespace(c: &mut Connection) -> CmdResult {
+pub fn namespace<S: SessionStream>(c: &mut Connection<S>) -> CmdResult {
     if let (Ok(prefix), Ok(delimiter)) = (Quoted::try_from(""), QuotedChar::try_from('/')) {
         c.data(Data::Namespace {
             personal: vec![Namespace::new(IString::Quoted(prefix), Some(delimiter))],

@@ -12,14 +12,14 @@ use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 
 use super::args::{mailbox_name, to_flags};
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::state::{Login, Selected};
 
 /// APPEND; `selected` is the selected mailbox, if any (it is caught up after an
 /// APPEND into it).
-pub async fn append(
-    s: &mut Connection,
+pub async fn append<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     selected: Option<&mut Selected>,
     mailbox: &Mailbox<'_>,

@@ -21,7 +21,7 @@ use crate::auth::scram::{self, ClientFirst, Variant};
 use crate::auth::secret::{Secret, SecretBytes};
 use crate::auth::stats::Mechanism;
 use crate::imap::codec::AuthLine;
-use crate::imap::connection::{Connection, Next};
+use crate::imap::connection::{Connection, Next, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::state::{Login, PreAuth};
 
@@ -30,7 +30,7 @@ const FAILED: &str = "Authentication failed.";
 /// A successful login: the tagged OK, and the state's data from now on.
 type LoggedIn = CmdResult<(Done, Login)>;
 
-pub fn starttls(s: &mut Connection) -> CmdResult {
+pub fn starttls<S: SessionStream>(s: &mut Connection<S>) -> CmdResult {
     if s.is_secure() {
         return Err(CmdError::bad("TLS is already active."));
     }
@@ -52,8 +52,8 @@ fn cancelled() -> CmdError {
     CmdError::bad("Authentication cancelled.")
 }
 
-pub async fn login(
-    s: &mut Connection,
+pub async fn login<S: SessionStream>(
+    s: &mut Connection<S>,
     pre: &mut PreAuth,
     username: AString<'static>,
     password: WireSecret<AString<'static>>,
@@ -66,8 +66,8 @@ pub async fn login(
     password_login(s, pre, Mechanism::Login, &username, &password).await
 }
 
-pub async fn authenticate(
-    s: &mut Connection,
+pub async fn authenticate<S: SessionStream>(
+    s: &mut Connection<S>,
     pre: &mut PreAuth,
     mechanism: AuthMechanism<'static>,
     initial_response: Option<WireSecret<Cow<'static, [u8]>>>,
@@ -94,8 +94,8 @@ pub async fn authenticate(
 
 /// The initial response, or the client's answer to an empty challenge. `None` when
 /// the client cancelled.
-async fn first_message(
-    s: &mut Connection,
+async fn first_message<S: SessionStream>(
+    s: &mut Connection<S>,
     pre: &PreAuth,
     initial: Option<SecretBytes>,
 ) -> CmdResult<Option<SecretBytes>> {
@@ -106,7 +106,7 @@ async fn first_message(
     }
 }
 
-async fn plain(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
+async fn plain<S: SessionStream>(s: &mut Connection<S>, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
     let Some(message) = first_message(s, pre, initial).await? else {
         return Err(cancelled());
     };
@@ -139,8 +139,8 @@ async fn plain(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretByte
 /// SCRAM-SHA-256(-PLUS): client-first (initial response or after `+ `), server-first
 /// in a continuation, client-final, then the server-final in a continuation that the
 /// client acknowledges with an empty line (IMAP4rev1 has no data on the tagged OK).
-async fn scram(
-    s: &mut Connection,
+async fn scram<S: SessionStream>(
+    s: &mut Connection<S>,
     pre: &mut PreAuth,
     variant: Variant,
     initial: Option<SecretBytes>,
@@ -213,7 +213,7 @@ async fn scram(
 
 /// EXTERNAL on PSK-TLS: the handshake's PSK names the subscriber; the message is the
 /// authorisation identity, empty or that same subscriber.
-async fn external(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
+async fn external<S: SessionStream>(s: &mut Connection<S>, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
     let Some(psk) = s.io.conn().psk_peer().cloned() else {
         return Err(CmdError::no(
             "Unsupported authentication mechanism EXTERNAL.",
@@ -240,8 +240,8 @@ async fn external(s: &mut Connection, pre: &mut PreAuth, initial: Option<SecretB
 }
 
 /// Sends a continuation and reads one line of client data. `None` when cancelled.
-async fn read_response(
-    s: &mut Connection,
+async fn read_response<S: SessionStream>(
+    s: &mut Connection<S>,
     pre: &PreAuth,
     prompt: CommandContinuationRequest<'_>,
 ) -> CmdResult<Option<SecretBytes>> {
@@ -279,8 +279,8 @@ fn split_plain(message: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     Some((authz, authc, password))
 }
 
-async fn password_login(
-    s: &mut Connection,
+async fn password_login<S: SessionStream>(
+    s: &mut Connection<S>,
     pre: &mut PreAuth,
     mechanism: Mechanism,
     username: &str,
@@ -300,7 +300,7 @@ async fn password_login(
 
 /// The authenticated state's data; the OK carries the new capabilities. An account
 /// with `limits.max_connections_per_account` sessions already gets `NO [LIMIT]`.
-fn logged_in(s: &mut Connection, account: Account) -> LoggedIn {
+fn logged_in<S: SessionStream>(s: &mut Connection<S>, account: Account) -> LoggedIn {
     let Some(slot) = s.ctx.account_slots.claim(account.id) else {
         tracing::info!(peer = %s.info.peer, user = %account.username, "login refused: too many sessions for the account");
         return Err(CmdError::no_code(
@@ -314,7 +314,7 @@ fn logged_in(s: &mut Connection, account: Account) -> LoggedIn {
 }
 
 /// One more failure on this connection; the third ends it.
-fn fail<T>(s: &mut Connection, pre: &mut PreAuth) -> CmdResult<T> {
+fn fail<T, S: SessionStream>(s: &mut Connection<S>, pre: &mut PreAuth) -> CmdResult<T> {
     pre.failures += 1;
     if pre.failures >= s.ctx.max_failures_per_connection {
         tracing::info!(peer = %s.info.peer, failures = pre.failures, "closing the connection after failed logins");

@@ -10,13 +10,13 @@ use imap_codec::imap_types::response::Code;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::args::mailbox_name;
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{to_ranges, uid_set_string};
 use crate::imap::state::{Login, Selected};
 
-pub async fn copy(
-    s: &mut Connection,
+pub async fn copy<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     selected: &mut Selected,
     set: &SequenceSet,

@@ -2,15 +2,15 @@
 
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::to_ranges;
 use crate::imap::state::{Login, Selected};
 
 /// Expunges \Deleted messages (within the UID set for UID EXPUNGE). The EXPUNGE
 /// responses come from the catch-up that follows the command.
-pub async fn expunge(
-    c: &mut Connection,
+pub async fn expunge<S: SessionStream>(
+    c: &mut Connection<S>,
     login: &Login,
     selected: &mut Selected,
     uids: Option<&SequenceSet>,
@@ -38,7 +38,7 @@ pub async fn expunge(
 }
 
 /// CLOSE: expunge silently (read-write only); the dispatcher then leaves the mailbox.
-pub async fn close(c: &mut Connection, login: &Login, selected: &Selected) -> CmdResult {
+pub async fn close<S: SessionStream>(c: &mut Connection<S>, login: &Login, selected: &Selected) -> CmdResult {
     let view = &selected.view;
     if !view.read_only {
         c.ctx

@@ -32,7 +32,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, read_rows, to_ranges, uid_set_ranges};
 use crate::imap::mime::{self, Message};
@@ -43,8 +43,8 @@ use crate::imap::state::{Login, Selected};
 const CHUNK: usize = 256;
 
 /// Runs FETCH (`uid` false) or UID FETCH.
-pub async fn fetch(
-    s: &mut Connection,
+pub async fn fetch<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &mut Login,
     selected: &mut Selected,
     sequence_set: &SequenceSet,
@@ -206,8 +206,8 @@ pub async fn fetch(
 /// `VANISHED (EARLIER)` for the UIDs of `set` expunged after `since`. A UID the view
 /// still holds (expunged, but not yet told) is included: EARLIER does not change
 /// the client's message count, and the VANISHED that removes it follows later.
-async fn vanished_earlier(
-    s: &mut Connection,
+async fn vanished_earlier<S: SessionStream>(
+    s: &mut Connection<S>,
     view: &MailboxView,
     set: &SequenceSet,
     since: u64,
@@ -237,8 +237,8 @@ async fn vanished_earlier(
 /// Answers a FETCH of UID and FLAGS alone from the mailbox view: they are what the
 /// session already knows, so every message the client can see is answered, even one
 /// another session has expunged meanwhile (as Dovecot answers them from its index).
-async fn fetch_from_view(
-    s: &mut Connection,
+async fn fetch_from_view<S: SessionStream>(
+    s: &mut Connection<S>,
     condstore: bool,
     view: &MailboxView,
     sequence_set: &SequenceSet,
@@ -651,7 +651,7 @@ fn nul_to_0x80(bytes: &mut [u8]) {
 
 /// Writes the output buffer with its spliced literals in place, a chunk at a time;
 /// without splices, only flushes a full buffer.
-async fn write_spliced(s: &mut Connection, spliced: Spliced<'_>) -> CmdResult<()> {
+async fn write_spliced<S: SessionStream>(s: &mut Connection<S>, spliced: Spliced<'_>) -> CmdResult<()> {
     if spliced.is_empty() {
         s.maybe_flush().await?;
         return Ok(());

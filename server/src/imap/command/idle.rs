@@ -6,12 +6,12 @@ use std::time::Duration;
 use imap_codec::imap_types::response::CommandContinuationRequest;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::imap::connection::{Connection, Next};
+use crate::imap::connection::{Connection, Next, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::state::{Login, Selected};
 
-pub async fn idle(
-    c: &mut Connection,
+pub async fn idle<S: SessionStream>(
+    c: &mut Connection<S>,
     login: &Login,
     mut selected: Option<&mut Selected>,
 ) -> CmdResult {

@@ -8,7 +8,7 @@ use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::response::Data;
 
 use super::args::existing_mailbox_name;
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdResult, Done};
 use crate::imap::response;
 use crate::imap::state::Login;
@@ -67,7 +67,7 @@ fn matches_name(pattern: &[u8], name: &str) -> bool {
 
 /// Queues one `* LIST` (or `* LSUB`) response: `attrs` are the name attributes without
 /// their backslash (`Noselect`, `HasChildren`, a SPECIAL-USE name), the delimiter is `/`.
-fn answer<A: AsRef<str>>(s: &mut Connection, lsub: bool, name: &str, attrs: &[A]) {
+fn answer<A: AsRef<str>, S: SessionStream>(s: &mut Connection<S>, lsub: bool, name: &str, attrs: &[A]) {
     // Attributes are ours or a stored SPECIAL-USE name (an atom when it was set); one
     // that is not an atom is left out.
     let items: Vec<FlagNameAttribute<'static>> = attrs
@@ -95,8 +95,8 @@ fn answer<A: AsRef<str>>(s: &mut Connection, lsub: bool, name: &str, attrs: &[A]
     });
 }
 
-pub async fn list(
-    s: &mut Connection,
+pub async fn list<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     reference: &Mailbox<'_>,
     pattern: &ListMailbox<'_>,

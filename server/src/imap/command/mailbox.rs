@@ -8,7 +8,7 @@ use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use super::args::{existing_mailbox_name, mailbox_name};
-use crate::imap::connection::{Connection, Next};
+use crate::imap::connection::{Connection, Next, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::MailboxView;
 use crate::imap::response;
@@ -34,7 +34,7 @@ pub fn valid_new_name(name: &str) -> CmdResult<String> {
     Ok(name.to_string())
 }
 
-pub async fn create(s: &mut Connection, login: &Login, mailbox: &Mailbox<'_>) -> CmdResult {
+pub async fn create<S: SessionStream>(s: &mut Connection<S>, login: &Login, mailbox: &Mailbox<'_>) -> CmdResult {
     let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     if name == "INBOX" {
@@ -75,8 +75,8 @@ pub async fn create(s: &mut Connection, login: &Login, mailbox: &Mailbox<'_>) ->
 
 /// DELETE; says whether it was the selected mailbox (`view`), which the dispatcher
 /// then leaves.
-pub async fn delete(
-    s: &mut Connection,
+pub async fn delete<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     view: Option<&MailboxView>,
     mailbox: &Mailbox<'_>,
@@ -108,8 +108,8 @@ pub async fn delete(
     Ok((Done::text("Delete completed."), selected_here))
 }
 
-pub async fn rename(
-    s: &mut Connection,
+pub async fn rename<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     from: &Mailbox<'_>,
     to: &Mailbox<'_>,
@@ -139,8 +139,8 @@ pub async fn rename(
     }
 }
 
-pub async fn subscribe(
-    s: &mut Connection,
+pub async fn subscribe<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     mailbox: &Mailbox<'_>,
     on: bool,
@@ -164,8 +164,8 @@ pub async fn subscribe(
 }
 
 /// STATUS; `view` is the selected mailbox, if any.
-pub async fn status(
-    s: &mut Connection,
+pub async fn status<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &mut Login,
     view: Option<&MailboxView>,
     mailbox: &Mailbox<'_>,

@@ -24,7 +24,7 @@ pub use args::{existing_mailbox_name, mailbox_name, to_flags};
 
 use imap_codec::imap_types::command::CommandBody;
 
-use super::connection::Connection;
+use super::connection::{Connection, SessionStream};
 use super::error::{CmdError, CmdResult};
 use super::state::{Login, PreAuth, Selected, State, Transition};
 
@@ -42,8 +42,8 @@ pub enum Dispatched {
 ///
 /// Each command's future is boxed at its own size: a session in IDLE holds IDLE's
 /// state, not room for the largest command's (FETCH, SEARCH and the like).
-pub async fn dispatch(
-    c: &mut Connection,
+pub async fn dispatch<S: SessionStream>(
+    c: &mut Connection<S>,
     state: &mut State,
     body: CommandBody<'static>,
 ) -> Dispatched {
@@ -74,8 +74,8 @@ pub async fn dispatch(
 }
 
 /// Commands of the not-authenticated state (RFC 3501 6.2).
-async fn not_authenticated(
-    c: &mut Connection,
+async fn not_authenticated<S: SessionStream>(
+    c: &mut Connection<S>,
     pre: &mut PreAuth,
     body: CommandBody<'static>,
     next: &mut Transition,
@@ -100,8 +100,8 @@ async fn not_authenticated(
 
 /// Commands of the authenticated state (RFC 3501 6.3), which the selected state also
 /// allows; `selected` is the mailbox when one is.
-async fn authenticated_state(
-    c: &mut Connection,
+async fn authenticated_state<S: SessionStream>(
+    c: &mut Connection<S>,
     login: &mut Login,
     mut selected: Option<&mut Selected>,
     body: CommandBody<'static>,
@@ -192,8 +192,8 @@ async fn authenticated_state(
 
 /// Commands of the selected state (RFC 3501 6.4); the others go to
 /// [`authenticated_state`].
-async fn selected_state(
-    c: &mut Connection,
+async fn selected_state<S: SessionStream>(
+    c: &mut Connection<S>,
     login: &mut Login,
     selected: &mut Selected,
     body: CommandBody<'static>,

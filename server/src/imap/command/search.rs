@@ -34,7 +34,7 @@ use imap_codec::imap_types::search::SearchKey;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Addr, Address, Header, HeaderValue, Message, MessageParser, PartType};
 
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, read_rows};
 use crate::imap::state::{Login, Selected};
@@ -48,8 +48,8 @@ const BADCHARSET: &str = "BADCHARSET (UTF-8 US-ASCII)";
 const BATCH: usize = 512;
 
 /// Runs SEARCH / UID SEARCH on the selected mailbox and writes `* SEARCH ...`.
-pub async fn search(
-    s: &mut Connection,
+pub async fn search<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &mut Login,
     selected: &mut Selected,
     charset: Option<Charset<'static>>,
@@ -1440,8 +1440,8 @@ nested body words\r\n\
     }
 
     /// The command's future must be `Send` to run on the multi-threaded runtime.
-    fn search_is_send(
-        c: &mut Connection,
+    fn search_is_send<S: SessionStream>(
+        c: &mut Connection<S>,
         login: &mut Login,
         selected: &mut Selected,
         criteria: Vec1<SearchKey<'static>>,
@@ -1452,7 +1452,7 @@ nested body words\r\n\
 
     #[test]
     fn command_future_is_send() {
-        let _checked: fn(&mut Connection, &mut Login, &mut Selected, Vec1<SearchKey<'static>>) =
+        let _checked: fn(&mut Connection<tokio::io::DuplexStream>, &mut Login, &mut Selected, Vec1<SearchKey<'static>>) =
             search_is_send;
     }
 

@@ -19,7 +19,7 @@ use imap_codec::imap_types::response::{Code, Data};
 use cpmstore_storage::UidRange;
 
 use super::args::mailbox_name;
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges};
 use crate::imap::response::{mailbox_flags, permanent_flags, push_highestmodseq, uid_sequence_set};
@@ -60,8 +60,8 @@ impl Selection {
 }
 
 /// SELECT (`read_only` false) or EXAMINE; `was_selected` when a mailbox is.
-pub async fn select(
-    s: &mut Connection,
+pub async fn select<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &mut Login,
     was_selected: bool,
     mailbox: &Mailbox<'_>,
@@ -103,8 +103,8 @@ pub async fn select(
 }
 
 /// Opens the mailbox: its snapshot and what SELECT tells of it.
-async fn open(
-    s: &mut Connection,
+async fn open<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &Login,
     mailbox: &Mailbox<'_>,
     read_only: bool,
@@ -185,7 +185,7 @@ async fn open(
 ///
 /// The view is the snapshot the session now stands on: a UID still in it is not told
 /// as vanished (if it goes later, the catch-up says so), one expunged before it is.
-async fn resync(s: &mut Connection, view: &MailboxView, known: &Known) -> CmdResult<()> {
+async fn resync<S: SessionStream>(s: &mut Connection<S>, view: &MailboxView, known: &Known) -> CmdResult<()> {
     let account = view.mailbox.account;
     let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
     let ranges = known.uids.as_ref().map(|set| uid_set_ranges(set, max));

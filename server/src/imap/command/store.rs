@@ -11,15 +11,15 @@ use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::args::to_flags;
-use crate::imap::connection::Connection;
+use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{nz, to_ranges, uid_set_string};
 use crate::imap::response::{flags_item, modseq_item};
 use crate::imap::state::{Login, Selected};
 
 #[allow(clippy::too_many_arguments)]
-pub async fn store(
-    s: &mut Connection,
+pub async fn store<S: SessionStream>(
+    s: &mut Connection<S>,
     login: &mut Login,
     selected: &mut Selected,
     set: &SequenceSet,
