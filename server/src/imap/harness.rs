@@ -347,6 +347,42 @@ impl Harness {
         out
     }
 
+    /// A session not logged in over a plain `conn` (no [`Conn`] around it: its own
+    /// [`SessionStream`](crate::imap::stream::SessionStream) says it is not secure),
+    /// whose STARTTLS upgrades with `tls`.
+    #[cfg(test)]
+    pub(crate) fn plain_session(
+        &self,
+        conn: DuplexStream,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> Session<DuplexStream> {
+        let c = &self.ctx;
+        let ctx = Arc::new(ImapCtx {
+            store: c.store.clone(),
+            auth: c.auth.clone(),
+            tls: Some(tls),
+            tls_end_point: None,
+            psk: c.psk.clone(),
+            limits: c.limits.clone(),
+            max_failures_per_connection: c.max_failures_per_connection,
+            account_slots: c.account_slots.clone(),
+            shutdown: c.shutdown.clone(),
+            metrics: c.metrics.clone(),
+        });
+        let limits = FrameLimits {
+            max_command_bytes: c.limits.max_command_bytes,
+            max_literal_bytes: c.limits.max_literal_bytes,
+            max_preauth_command_bytes: c.limits.max_preauth_command_bytes,
+            write_timeout: std::time::Duration::from_secs(c.limits.write_timeout_secs),
+        };
+        let info = ConnInfo {
+            peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 50143),
+            local: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 143),
+            listener: ListenerKind::Imap,
+        };
+        Session::new(ctx, Framed::new(conn, limits), info)
+    }
+
     /// A session over `conn` (the server's end of a pipe), in the state `opening` asks.
     ///
     /// A selected session's view is the fixture's INBOX. If the store has changed since

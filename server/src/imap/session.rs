@@ -12,11 +12,11 @@ use imap_codec::imap_types::response::StatusKind;
 use super::codec::{Framed, Incoming};
 use super::command::{self, Dispatched};
 use super::connection::{Connection, Next, SessionStream};
-use super::stream::StartTls;
 use super::context::ImapCtx;
 use super::error::{CmdError, status_line};
 use super::response;
 use super::state::State;
+use super::stream::StartTls;
 use crate::net::ConnInfo;
 
 /// What a session is told when the server shuts down.
@@ -243,7 +243,10 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
 }
 
 /// Runs one command and writes its responses and tagged status.
-async fn execute<S: SessionStream>(s: &mut Session<S>, command: Command<'static>) -> std::io::Result<()> {
+async fn execute<S: SessionStream>(
+    s: &mut Session<S>,
+    command: Command<'static>,
+) -> std::io::Result<()> {
     let tag = command.tag.inner().to_string();
     let name = command.body.name();
     let started = std::time::Instant::now();
@@ -528,5 +531,72 @@ mod tests {
             )],
         )
         .await;
+    }
+
+    /// STARTTLS over a plain in-process stream: the session hands its
+    /// `tokio::io::DuplexStream` to the acceptor and goes on over
+    /// `TlsStream<DuplexStream>`, where it is secure (no STARTTLS, AUTH=PLAIN offered).
+    #[tokio::test]
+    async fn starttls_upgrades_a_plain_duplex_stream() {
+        use std::sync::Arc;
+
+        use rustls::pki_types::{PrivateKeyDer, ServerName};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+        let (_dir, h) = crate::imap::testing::harness().await;
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let session = tokio::spawn(super::run(h.plain_session(server, acceptor)));
+
+        async fn line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> String {
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            line.trim_end().to_string()
+        }
+        let mut plain = BufReader::new(client);
+        let greeting = line(&mut plain).await;
+        assert!(
+            greeting.contains(" STARTTLS LOGINDISABLED]") && !greeting.contains("AUTH="),
+            "{greeting}"
+        );
+        plain.get_mut().write_all(b"a STARTTLS\r\n").await.unwrap();
+        assert_eq!(line(&mut plain).await, "a OK Begin TLS negotiation now.");
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, plain.into_inner()).await.unwrap();
+        let mut tls = BufReader::new(tls);
+        tls.get_mut().write_all(b"b CAPABILITY\r\n").await.unwrap();
+        let caps = line(&mut tls).await;
+        assert!(
+            caps.starts_with("* CAPABILITY IMAP4rev1 ")
+                && caps.contains(" AUTH=PLAIN")
+                && !caps.contains("STARTTLS"),
+            "{caps}"
+        );
+        assert_eq!(line(&mut tls).await, "b OK Capability completed.");
+        tls.get_mut().write_all(b"c STARTTLS\r\n").await.unwrap();
+        assert_eq!(line(&mut tls).await, "c BAD TLS is already active.");
+        tls.get_mut().write_all(b"d LOGOUT\r\n").await.unwrap();
+        assert_eq!(line(&mut tls).await, "* BYE Logging out.");
+        assert_eq!(line(&mut tls).await, "d OK Logout completed.");
+        session.await.unwrap();
     }
 }

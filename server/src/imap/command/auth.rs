@@ -106,7 +106,11 @@ async fn first_message<S: SessionStream>(
     }
 }
 
-async fn plain<S: SessionStream>(s: &mut Connection<S>, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
+async fn plain<S: SessionStream>(
+    s: &mut Connection<S>,
+    pre: &mut PreAuth,
+    initial: Option<SecretBytes>,
+) -> LoggedIn {
     let Some(message) = first_message(s, pre, initial).await? else {
         return Err(cancelled());
     };
@@ -213,7 +217,11 @@ async fn scram<S: SessionStream>(
 
 /// EXTERNAL on PSK-TLS: the handshake's PSK names the subscriber; the message is the
 /// authorisation identity, empty or that same subscriber.
-async fn external<S: SessionStream>(s: &mut Connection<S>, pre: &mut PreAuth, initial: Option<SecretBytes>) -> LoggedIn {
+async fn external<S: SessionStream>(
+    s: &mut Connection<S>,
+    pre: &mut PreAuth,
+    initial: Option<SecretBytes>,
+) -> LoggedIn {
     let Some(psk) = s.io.conn().psk_peer().cloned() else {
         return Err(CmdError::no(
             "Unsupported authentication mechanism EXTERNAL.",

@@ -38,7 +38,11 @@ pub async fn expunge<S: SessionStream>(
 }
 
 /// CLOSE: expunge silently (read-write only); the dispatcher then leaves the mailbox.
-pub async fn close<S: SessionStream>(c: &mut Connection<S>, login: &Login, selected: &Selected) -> CmdResult {
+pub async fn close<S: SessionStream>(
+    c: &mut Connection<S>,
+    login: &Login,
+    selected: &Selected,
+) -> CmdResult {
     let view = &selected.view;
     if !view.read_only {
         c.ctx

@@ -651,7 +651,10 @@ fn nul_to_0x80(bytes: &mut [u8]) {
 
 /// Writes the output buffer with its spliced literals in place, a chunk at a time;
 /// without splices, only flushes a full buffer.
-async fn write_spliced<S: SessionStream>(s: &mut Connection<S>, spliced: Spliced<'_>) -> CmdResult<()> {
+async fn write_spliced<S: SessionStream>(
+    s: &mut Connection<S>,
+    spliced: Spliced<'_>,
+) -> CmdResult<()> {
     if spliced.is_empty() {
         s.maybe_flush().await?;
         return Ok(());

@@ -67,7 +67,12 @@ fn matches_name(pattern: &[u8], name: &str) -> bool {
 
 /// Queues one `* LIST` (or `* LSUB`) response: `attrs` are the name attributes without
 /// their backslash (`Noselect`, `HasChildren`, a SPECIAL-USE name), the delimiter is `/`.
-fn answer<A: AsRef<str>, S: SessionStream>(s: &mut Connection<S>, lsub: bool, name: &str, attrs: &[A]) {
+fn answer<A: AsRef<str>, S: SessionStream>(
+    s: &mut Connection<S>,
+    lsub: bool,
+    name: &str,
+    attrs: &[A],
+) {
     // Attributes are ours or a stored SPECIAL-USE name (an atom when it was set); one
     // that is not an atom is left out.
     let items: Vec<FlagNameAttribute<'static>> = attrs

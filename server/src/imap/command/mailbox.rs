@@ -34,7 +34,11 @@ pub fn valid_new_name(name: &str) -> CmdResult<String> {
     Ok(name.to_string())
 }
 
-pub async fn create<S: SessionStream>(s: &mut Connection<S>, login: &Login, mailbox: &Mailbox<'_>) -> CmdResult {
+pub async fn create<S: SessionStream>(
+    s: &mut Connection<S>,
+    login: &Login,
+    mailbox: &Mailbox<'_>,
+) -> CmdResult {
     let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     if name == "INBOX" {

@@ -1452,8 +1452,12 @@ nested body words\r\n\
 
     #[test]
     fn command_future_is_send() {
-        let _checked: fn(&mut Connection<tokio::io::DuplexStream>, &mut Login, &mut Selected, Vec1<SearchKey<'static>>) =
-            search_is_send;
+        let _checked: fn(
+            &mut Connection<tokio::io::DuplexStream>,
+            &mut Login,
+            &mut Selected,
+            Vec1<SearchKey<'static>>,
+        ) = search_is_send;
     }
 
     #[test]

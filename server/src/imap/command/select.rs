@@ -185,7 +185,11 @@ async fn open<S: SessionStream>(
 ///
 /// The view is the snapshot the session now stands on: a UID still in it is not told
 /// as vanished (if it goes later, the catch-up says so), one expunged before it is.
-async fn resync<S: SessionStream>(s: &mut Connection<S>, view: &MailboxView, known: &Known) -> CmdResult<()> {
+async fn resync<S: SessionStream>(
+    s: &mut Connection<S>,
+    view: &MailboxView,
+    known: &Known,
+) -> CmdResult<()> {
     let account = view.mailbox.account;
     let max = view.last_uid().max(view.mailbox.uidnext.saturating_sub(1));
     let ranges = known.uids.as_ref().map(|set| uid_set_ranges(set, max));
