@@ -1,6 +1,8 @@
 //! The IMAP protocol: framing (`codec`), the per-connection loop (`session`), the
 //! state machine and each state's data (`state`), what a connection holds in every
-//! state (`connection`), one file per command family (`command/`), what a selected
+//! state (`connection`, the one writer), the stream a session runs over (`stream`:
+//! `Session<S>` is generic over it; STARTTLS upgrades it), typed response building and
+//! encoding (`response`), one file per command family (`command/`), what a selected
 //! session knows (`mailbox_view`), message structure (`mime`), mailbox-name spelling
 //! (`mutf7`), and the one error mapping (`error`).
 //!
