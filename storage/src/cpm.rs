@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn top_level_block_only_unfolded_any_case() {
-        let cases: &[(&[u8], &[(&str, &str)])] = &[
+        type Case<'a> = (&'a [u8], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (
                 b"Conversation-ID: abc\r\nimdn-message-id:  X1 \r\n\r\nIMDN-Message-ID: inner\r\n",
                 &[("conversation-id", "abc"), ("imdn-message-id", "X1")],
