@@ -155,6 +155,8 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[cpm]`: the CPM message store (INTERFACES.md 9).
+    pub cpm: CpmConfig,
 }
 
 /// `[storage]`.
@@ -341,6 +343,34 @@ pub struct DefaultMailbox {
     pub name: String,
     /// RFC 6154 attribute without the backslash (`Sent`, `Drafts`...).
     pub special_use: Option<String>,
+}
+
+/// `[cpm]`: the CPM message store (INTERFACES.md 9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpmConfig {
+    /// The root folder of all CPM history (one level, no `/`), created for every
+    /// subscriber with the default mailboxes.
+    pub root: String,
+    /// Refuse `CREATE` outside the root and `MOVE` of single objects out of a
+    /// conversation or session history folder (`NO [CANNOT]`).
+    pub enforce_folder_rules: bool,
+    /// Keep and show the CPM system flag `\read-report-sent`.
+    pub read_report_flag: bool,
+    /// File holding the deposit API's own bearer token (besides the admin token);
+    /// unset: only the admin token may deposit.
+    pub deposit_token_file: Option<PathBuf>,
+}
+
+impl Default for CpmConfig {
+    fn default() -> Self {
+        CpmConfig {
+            root: "RCSMessageStore".into(),
+            enforce_folder_rules: true,
+            read_report_flag: true,
+            deposit_token_file: None,
+        }
+    }
 }
 
 /// `[log]`.
@@ -667,6 +697,7 @@ impl Config {
             limits: LimitsConfig::default(),
             accounts: AccountsConfig::default(),
             log: LogConfig::default(),
+            cpm: CpmConfig::default(),
         }
     }
 
@@ -882,6 +913,34 @@ impl Config {
                     ),
                 ));
             }
+        }
+        let root = &self.cpm.root;
+        if root.is_empty()
+            || root.contains('/')
+            || root
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '*' | '%'))
+        {
+            return Err(invalid(
+                "cpm.root",
+                format!(
+                    "{root:?} is not a usable root folder name: one level, no `/`, `*`, `%` or control characters, e.g. \"RCSMessageStore\""
+                ),
+            ));
+        }
+        if root.eq_ignore_ascii_case("INBOX")
+            || self
+                .accounts
+                .default_mailboxes
+                .iter()
+                .any(|m| m.name == *root)
+        {
+            return Err(invalid(
+                "cpm.root",
+                format!(
+                    "{root:?} is INBOX or one of accounts.default_mailboxes; give the CPM root a name of its own"
+                ),
+            ));
         }
         if let Some(level) = &self.log.level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
@@ -1163,6 +1222,10 @@ mod tests {
         assert!(!c.push.resolve_on_push);
         assert_eq!(c.tls, TlsConfig::default());
         assert_eq!(c.http.admin_token_file, None);
+        assert_eq!(c.cpm.root, "RCSMessageStore");
+        assert!(c.cpm.enforce_folder_rules);
+        assert!(c.cpm.read_report_flag);
+        assert_eq!(c.cpm.deposit_token_file, None);
         assert_eq!(c.auth.argon2_m_kib, 19456);
         assert_eq!(c.auth.argon2_t, 2);
         assert_eq!(c.auth.argon2_p, 1);
@@ -1331,6 +1394,8 @@ level = "debug"
                 ("CPMSTORE_PUSH_RESOLVE_ON_PUSH", "true"),
                 ("CPMSTORE_PUSH_DELIVER_TO", "\"123\""),
                 ("CPMSTORE_AUTH_PSK_KEK_FILE", "/etc/kek"),
+                ("CPMSTORE_CPM_ROOT", "Store"),
+                ("CPMSTORE_CPM_DEPOSIT_TOKEN_FILE", "/etc/deposit.token"),
                 ("CPMSTORE_CONFIG", "ignored.toml"),
                 ("CPMSTORE_LOG", "debug"),
                 ("CPMSTORE_TEST_POSTGRES_URL", "postgres://x"),
@@ -1350,6 +1415,11 @@ level = "debug"
         assert!(c.push.resolve_on_push);
         assert_eq!(c.push.deliver_to, "123");
         assert_eq!(c.auth.psk_kek_file, Some(PathBuf::from("/etc/kek")));
+        assert_eq!(c.cpm.root, "Store");
+        assert_eq!(
+            c.cpm.deposit_token_file,
+            Some(PathBuf::from("/etc/deposit.token"))
+        );
         assert_eq!(c.psk_kek_path(), PathBuf::from("/etc/kek"));
     }
 
@@ -1424,6 +1494,15 @@ level = "debug"
                 "Bin",
             ),
             ("[log]\nformat = \"xml\"", "xml"),
+            ("[cpm]\nroot = \"\"", "cpm.root"),
+            ("[cpm]\nroot = \"a/b\"", "cpm.root"),
+            ("[cpm]\nroot = \"inbox\"", "cpm.root"),
+            ("[cpm]\nroot = \"Sent\"", "cpm.root"),
+            (
+                "[cpm]\nenforce_folder_rules = \"yes\"",
+                "cpm.enforce_folder_rules",
+            ),
+            ("[cpm]\ncolour = 1", "colour"),
             ("data_dir = 5", "data_dir"),
             ("storage = 5", "storage"),
             ("[limits\n", "line 1"),

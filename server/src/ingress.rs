@@ -33,7 +33,11 @@ pub async fn start(
         metrics.clone(),
     ));
     let admin_token = match &config.http.admin_token_file {
-        Some(path) => Some(Arc::new(read_admin_token(path)?)),
+        Some(path) => Some(Arc::new(read_token(path, "http.admin_token_file")?)),
+        None => None,
+    };
+    let deposit_token = match &config.cpm.deposit_token_file {
+        Some(path) => Some(Arc::new(read_token(path, "cpm.deposit_token_file")?)),
         None => None,
     };
     if admin_token.is_none() && !config.http.listen.is_empty() {
@@ -45,6 +49,7 @@ pub async fn start(
         store,
         config: shared_config,
         admin_token,
+        deposit_token,
         metrics: metrics.clone(),
         max_body: config.limits.http_max_body_bytes,
     });
@@ -72,13 +77,14 @@ pub async fn start(
     Ok(tasks)
 }
 
-/// Reads the admin API's bearer token: the file's content without surrounding
-/// whitespace. An unreadable or empty file stops the start (never silently open).
-fn read_admin_token(path: &std::path::Path) -> Result<Secret, ServeError> {
+/// Reads a bearer token (`key` names its config key): the file's content without
+/// surrounding whitespace. An unreadable or empty file stops the start (never silently
+/// open).
+fn read_token(path: &std::path::Path, key: &str) -> Result<Secret, ServeError> {
     let mut text = std::fs::read_to_string(path).map_err(|e| {
         ServeError::Other(format!(
-            "cannot read http.admin_token_file {}: {e}; create it (one line, the token) \
-             or unset the key to turn the admin API off",
+            "cannot read {key} {}: {e}; create it (one line, the token) \
+             or unset the key to turn off what it guards",
             path.display()
         ))
     })?;
@@ -86,7 +92,7 @@ fn read_admin_token(path: &std::path::Path) -> Result<Secret, ServeError> {
     zeroize::Zeroize::zeroize(&mut text);
     if token.len() < 16 {
         return Err(ServeError::Other(format!(
-            "http.admin_token_file {} holds fewer than 16 characters; \
+            "{key} {} holds fewer than 16 characters; \
              put a long random token in it (e.g. `openssl rand -hex 32`)",
             path.display()
         )));

@@ -6,6 +6,8 @@
 //! - `validate`: usernames, subscriber addresses and whitelist contexts, as both
 //!   provisioning and push ingress check them.
 //! - `admin`: provisioning operations shared by the CLI and the HTTP admin API.
+//! - `cpm`: the CPM message store's operations (root folder, deposit, event reports),
+//!   shared by the CLI and the HTTP API.
 //! - `auth`: credential derivation and checks, PSK sealing, throttling.
 //! - `net`: binding listeners (`net::listen`, `ServeError`), accepting, and the
 //!   connection type; `imap`: the protocol.
@@ -25,6 +27,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod cpm;
 pub mod data_lock;
 pub mod http;
 pub mod imap;

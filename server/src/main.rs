@@ -1,6 +1,6 @@
 //! The `cpmstore` binary: the command line of INTERFACES.md section 1.
 //!
-//! Every `subscriber` and `whitelist` command prints one JSON document on stdout; every failure prints
+//! Every `subscriber`, `whitelist` and `cpm` command prints one JSON document on stdout; every failure prints
 //! one line `error: ...` on stderr and exits with its class (1 internal, 2 usage,
 //! 3 conflict, 4 not found, 5 invalid input). Secrets come only from stdin or are
 //! generated, and are printed once, in the JSON.
@@ -11,6 +11,8 @@
 //! - `serve` hands over to `cpmstore_server::serve`; `migrate` opens storage once.
 //! - `subscriber` and `whitelist` call `cpmstore_server::admin` (the same operations
 //!   as the HTTP admin API) after `precheck`, which validates what needs no storage.
+//! - `cpm deposit` and `cpm event` call `cpmstore_server::cpm` (the same operations as
+//!   the CPM HTTP API), reading the object or the report from stdin.
 //! - Secrets: `read_stdin_secret` and `password_source`; results printed by `to_json`.
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
@@ -24,6 +26,7 @@ use cpmstore_server::admin::whitelist::OriginQuery;
 use cpmstore_server::admin::{self, AddRequest, AdminError, PasswordSource, PskSource};
 use cpmstore_server::auth::Secret;
 use cpmstore_server::config::{Config, ConfigError, LOG_ENV, LogFormat};
+use cpmstore_server::cpm;
 use cpmstore_server::push::Format;
 use cpmstore_server::validate::{self, InvalidInput};
 
@@ -61,6 +64,37 @@ enum Command {
     /// Provision push whitelists (OMA Client Provisioning documents).
     #[command(subcommand)]
     Whitelist(WhitelistCommand),
+    /// The CPM message store: deposit history objects, apply event reports.
+    #[command(subcommand)]
+    Cpm(CpmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CpmCommand {
+    /// Deposit one object (an RFC 5322 message read from stdin) into its Conversation
+    /// History folder, or with --session into its Session History folder.
+    Deposit {
+        /// Login name.
+        user: String,
+        /// The Conversation-ID (the object's header must say the same).
+        #[arg(long, value_name = "ID")]
+        conversation: String,
+        /// The Contribution-ID of the session (the object's header must say the same).
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Flags to store it with, comma-separated or repeated (`\\Seen,$MDNSent`).
+        #[arg(long, value_name = "FLAGS", value_delimiter = ',')]
+        flags: Vec<String>,
+        /// Internal date, RFC 3339 (default: now).
+        #[arg(long, value_name = "RFC3339")]
+        date: Option<String>,
+    },
+    /// Apply an event report (JSON read from stdin:
+    /// {"events": [{"imdn_message_id", "add", "remove", "expunge"}]}).
+    Event {
+        /// Login name.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -341,7 +375,65 @@ async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::CheckConfig => print_json(&config.redacted()),
         Command::Subscriber(command) => subscriber(command, &config).await,
         Command::Whitelist(command) => whitelist(command, &config).await,
+        Command::Cpm(command) => cpm_command(command, &config).await,
     }
+}
+
+/// `cpmstore cpm ...`: the operations of the CPM HTTP API, on the store directly.
+async fn cpm_command(command: CpmCommand, config: &Config) -> Result<(), CliError> {
+    #[derive(Serialize)]
+    struct Deposit {
+        #[serde(flatten)]
+        deposited: cpm::Deposited,
+        /// The object was there already; nothing was stored.
+        repeated: bool,
+    }
+    let cpm_error = |e: cpm::CpmError| CliError::new(e.exit_code(), e.to_string());
+    let limit = config.limits.max_literal_bytes.saturating_add(1);
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(limit)
+        .read_to_end(&mut input)
+        .map_err(|e| CliError::new(1, format!("cannot read stdin: {e}")))?;
+    let store = admin::open_store(config).await?;
+    let result = match command {
+        CpmCommand::Deposit {
+            user,
+            conversation,
+            session,
+            flags,
+            date,
+        } => {
+            let request = cpm::DepositRequest {
+                user,
+                conversation,
+                session,
+                content: input,
+                flags,
+                date,
+            };
+            match cpm::deposit(store.as_ref(), config, request).await {
+                Ok(deposited) => print_json(&Deposit {
+                    repeated: deposited.repeated,
+                    deposited,
+                }),
+                Err(e) => Err(cpm_error(e)),
+            }
+        }
+        CpmCommand::Event { user } => {
+            let applied = async {
+                let report = cpm::decode_events(&input)?;
+                cpm::apply_events(store.as_ref(), &user, &report).await
+            }
+            .await;
+            match applied {
+                Ok(applied) => print_json(&applied),
+                Err(e) => Err(cpm_error(e)),
+            }
+        }
+    };
+    store.close().await;
+    result
 }
 
 async fn serve(config: Config) -> Result<(), CliError> {

@@ -234,6 +234,11 @@ pub async fn run_until(
     let _data_lock =
         crate::data_lock::acquire_for(&config).map_err(|e| ServeError::Other(e.to_string()))?;
     let store = cpmstore_storage::open(&config.storage.url, &OpenOptions::default()).await?;
+    // Subscribers added before the CPM root existed (or before `[cpm] root` changed)
+    // get it now; see `cpm::ensure_roots` for why this is a start-up step.
+    crate::cpm::ensure_roots(store.as_ref(), &config)
+        .await
+        .map_err(|e| ServeError::Other(format!("cannot create the CPM root folders: {e}")))?;
 
     let tls_dir = config.data_dir.join("tls");
     let source = match (&config.tls.cert, &config.tls.key) {

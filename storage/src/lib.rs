@@ -9,6 +9,7 @@
 //! - `sqlite.rs` / `postgres.rs`: what differs per backend (connecting, pragmas, migrations,
 //!   and for PostgreSQL the LISTEN/NOTIFY leg of the change bus).
 //! - `changes.rs`: the change bus.
+//! - `cpm.rs`: the CPM headers the store indexes, read from a message's header block.
 //!
 //! Storage knows nothing of IMAP wire syntax. Every write a client could see bumps the
 //! mailbox's MODSEQ inside its transaction and is published on the change bus only after
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 
 pub mod changes;
+pub mod cpm;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -594,6 +596,30 @@ pub trait Store: Send + Sync + 'static {
     /// Bytes used by all the account's messages (each message counted, shared blobs too;
     /// expunged messages whose data is still kept are not counted).
     async fn quota_usage(&self, account: AccountId) -> Result<u64>;
+
+    // --- CPM header index (INTERFACES.md 9.4) ----------------------------------------
+    /// UIDs of the mailbox's messages whose top-level header `name` (one of
+    /// [`cpm::INDEXED_HEADERS`], any case) equals `value` ignoring ASCII case, ascending;
+    /// answered from the index, without reading bodies. A name that is not indexed gives
+    /// [`Error::Invalid`] (the caller scans instead); an unknown mailbox
+    /// [`Error::NotFound`].
+    async fn uids_by_header(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<u32>>;
+    /// Every message of the account, in any mailbox, whose `IMDN-Message-ID` equals
+    /// `imdn_id` ignoring ASCII case: (mailbox, UID), sorted.
+    async fn objects_by_imdn(
+        &self,
+        account: AccountId,
+        imdn_id: &str,
+    ) -> Result<Vec<(MailboxId, u32)>>;
+    /// The accounts that have no mailbox named exactly `name`, by id (to give existing
+    /// accounts a mailbox every new one gets).
+    async fn accounts_without_mailbox(&self, name: &str) -> Result<Vec<AccountId>>;
 
     // --- metadata (RFC 5464) ----------------------------------------------------------
     /// Sets an entry (`None` removes it) of the mailbox, or of the server (account-wide)

@@ -78,6 +78,8 @@ stories!(
     remove_account,
     change_bus,
     ping_and_close,
+    cpm_header_index,
+    cpm_header_index_follows_messages,
 );
 
 // --- the environment -----------------------------------------------------------------------
@@ -2531,6 +2533,14 @@ async fn populate(store: &Arc<dyn Store>, account: AccountId, tag: &str) {
             .unwrap();
     }
     store
+        .append(
+            account,
+            inbox_id,
+            cpm_object("c1", Some("s1"), &format!("{tag}-imdn")),
+        )
+        .await
+        .unwrap();
+    store
         .copy(account, inbox_id, &[UidRange::one(1)], archive.id)
         .await
         .unwrap();
@@ -2585,6 +2595,7 @@ async fn remove_account(env: &Env) {
         "subscriptions",
         "whitelist_entries",
         "whitelists",
+        "cpm_headers",
     ] {
         assert!(
             tables.iter().any(|t| t == expected),
@@ -2630,7 +2641,7 @@ async fn remove_account(env: &Env) {
     // Bob's world is whole.
     let bobs_inbox = inbox(store, bob.id).await;
     let messages = fetch_all(store, bob.id, bobs_inbox).await;
-    assert_eq!(uids(&messages), [1, 3]);
+    assert_eq!(uids(&messages), [1, 3, 4]);
     for meta in &messages {
         store.blob(bob.id, &meta.blob).await.unwrap();
     }
@@ -2781,4 +2792,252 @@ async fn sqlite_reopens_with_data_and_migrations_applied_once() {
         .unwrap();
     assert_eq!(mode, "wal");
     raw.close().await;
+}
+
+// --- the CPM header index ----------------------------------------------------------------
+
+/// A CPM object with its headers in the top-level block, and the IMDN id once more
+/// inside a CPIM part (which is not indexed).
+fn cpm_object(conversation: &str, contribution: Option<&str>, imdn: &str) -> NewMessage {
+    let contribution = contribution
+        .map(|c| format!("Contribution-ID: {c}\r\nInReplyTo-Contribution-ID:\r\n  r-{c}\r\n"))
+        .unwrap_or_default();
+    NewMessage {
+        content: format!(
+            "From: <tel:+15550100>\r\nconversation-id: {conversation}\r\n{contribution}\
+             IMDN-Message-ID: {imdn}\r\nContent-Type: Message/CPIM\r\n\r\n\
+             NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: {imdn}\r\n\r\n\
+             IMDN-Message-ID: not-{imdn}\r\n\r\nhello\r\n"
+        )
+        .into_bytes(),
+        flags: Flags::default(),
+        internal_date: Some(1_700_000_000),
+        internal_date_tz: 0,
+    }
+}
+
+async fn by_header(
+    store: &Arc<dyn Store>,
+    a: AccountId,
+    m: MailboxId,
+    n: &str,
+    v: &str,
+) -> Vec<u32> {
+    store.uids_by_header(a, m, n, v).await.unwrap()
+}
+
+async fn cpm_header_index(env: &Env) {
+    let store = &env.store;
+    let alice = store.create_account(account("alice", 1)).await.unwrap().id;
+    let bob = store.create_account(account("bob", 2)).await.unwrap().id;
+    let conv = store
+        .create_mailbox(alice, folder("RCSMessageStore"))
+        .await
+        .unwrap();
+    let conv = store
+        .create_mailbox(alice, folder("RCSMessageStore/c1"))
+        .await
+        .map(|_| conv)
+        .unwrap();
+    let c1 = store.mailbox(alice, "RCSMessageStore/c1").await.unwrap().id;
+    let _ = conv;
+    store
+        .append(alice, c1, cpm_object("c1", None, "Id-1"))
+        .await
+        .unwrap();
+    store
+        .append(alice, c1, cpm_object("c1", Some("s1"), "Id-2"))
+        .await
+        .unwrap();
+    store.append(alice, c1, message("plain")).await.unwrap();
+    let bob_inbox = inbox(store, bob).await;
+    store
+        .append(bob, bob_inbox, cpm_object("c1", None, "Id-1"))
+        .await
+        .unwrap();
+
+    // Names and values in any case; the CPIM part's headers are not the message's.
+    assert_eq!(
+        by_header(store, alice, c1, "IMDN-Message-ID", "Id-1").await,
+        vec![1]
+    );
+    assert_eq!(
+        by_header(store, alice, c1, "imdn-message-id", " id-2 ").await,
+        vec![2]
+    );
+    assert!(
+        by_header(store, alice, c1, "IMDN-Message-ID", "not-Id-1")
+            .await
+            .is_empty()
+    );
+    assert!(
+        by_header(store, alice, c1, "IMDN-Message-ID", "Id")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        by_header(store, alice, c1, "Conversation-ID", "C1").await,
+        vec![1, 2]
+    );
+    assert_eq!(
+        by_header(store, alice, c1, "Contribution-ID", "s1").await,
+        vec![2]
+    );
+    // A folded header is unfolded.
+    assert_eq!(
+        by_header(store, alice, c1, "InReplyTo-Contribution-ID", "r-s1").await,
+        vec![2]
+    );
+    assert!(matches!(
+        store.uids_by_header(alice, c1, "Subject", "plain").await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .uids_by_header(alice, MailboxId(i64::MAX), "IMDN-Message-ID", "x")
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    // Across mailboxes, one account only.
+    assert_eq!(
+        store.objects_by_imdn(alice, "id-1").await.unwrap(),
+        vec![(c1, 1)]
+    );
+    assert_eq!(
+        store.objects_by_imdn(bob, "Id-1").await.unwrap(),
+        vec![(bob_inbox, 1)]
+    );
+    assert!(
+        store
+            .objects_by_imdn(alice, "none")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Accounts without a mailbox of a name.
+    let missing = store
+        .accounts_without_mailbox("RCSMessageStore")
+        .await
+        .unwrap();
+    assert_eq!(missing, vec![bob]);
+    assert!(
+        store
+            .accounts_without_mailbox("INBOX")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn cpm_header_index_follows_messages(env: &Env) {
+    let store = &env.store;
+    let alice = store.create_account(account("alice", 1)).await.unwrap().id;
+    let inbox_id = inbox(store, alice).await;
+    let a = store.create_mailbox(alice, folder("A")).await.unwrap().id;
+    let b = store.create_mailbox(alice, folder("B")).await.unwrap().id;
+    store.append(alice, a, message("plain")).await.unwrap();
+    store
+        .append(alice, a, cpm_object("c", None, "m1"))
+        .await
+        .unwrap();
+    store
+        .append(alice, a, cpm_object("c", None, "m2"))
+        .await
+        .unwrap();
+
+    // COPY indexes the copies; MOVE the destination and not the source.
+    store.copy(alice, a, &[UidRange::all()], b).await.unwrap();
+    assert_eq!(
+        by_header(store, alice, b, "IMDN-Message-ID", "m1").await,
+        vec![2]
+    );
+    store
+        .move_messages(alice, b, &[UidRange::one(3)], a)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_header(store, alice, a, "IMDN-Message-ID", "m2").await,
+        vec![3, 4]
+    );
+    assert!(
+        by_header(store, alice, b, "IMDN-Message-ID", "m2")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        store.objects_by_imdn(alice, "m1").await.unwrap(),
+        vec![(a, 2), (b, 2)]
+    );
+
+    // EXPUNGE takes the expunged out of the index.
+    store
+        .store_flags(
+            alice,
+            a,
+            &[UidRange::one(4)],
+            FlagOp::Add,
+            &flags(SystemFlags::DELETED, &[]),
+            None,
+        )
+        .await
+        .unwrap();
+    store.expunge(alice, a, None).await.unwrap();
+    assert_eq!(
+        by_header(store, alice, a, "IMDN-Message-ID", "m2").await,
+        vec![3]
+    );
+    store.purge_expunged(i64::MAX).await.unwrap();
+    assert_eq!(
+        by_header(store, alice, a, "IMDN-Message-ID", "m2").await,
+        vec![3]
+    );
+
+    // The rename of INBOX carries the index to the new mailbox.
+    store
+        .append(alice, inbox_id, cpm_object("c", None, "m3"))
+        .await
+        .unwrap();
+    store.rename_mailbox(alice, "INBOX", "Old").await.unwrap();
+    let old = store.mailbox(alice, "Old").await.unwrap().id;
+    assert_eq!(
+        by_header(store, alice, old, "IMDN-Message-ID", "m3").await,
+        vec![1]
+    );
+    assert!(
+        by_header(store, alice, inbox_id, "IMDN-Message-ID", "m3")
+            .await
+            .is_empty()
+    );
+
+    // A renamed mailbox keeps its id, so its index; a deleted one's goes.
+    store.rename_mailbox(alice, "B", "C").await.unwrap();
+    assert_eq!(
+        by_header(store, alice, b, "IMDN-Message-ID", "m1").await,
+        vec![2]
+    );
+    store.delete_mailbox(alice, "C").await.unwrap();
+    assert_eq!(
+        store.objects_by_imdn(alice, "m1").await.unwrap(),
+        vec![(a, 2)]
+    );
+    let rows: i64 = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $2",
+    )
+    .bind(alice.0)
+    .bind(b.0)
+    .fetch_one(&env.raw)
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(rows, 0);
+    store.remove_account(alice).await.unwrap();
+    let rows: i64 =
+        sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM cpm_headers WHERE account_id = $1")
+            .bind(alice.0)
+            .fetch_one(&env.raw)
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(rows, 0);
 }

@@ -119,7 +119,15 @@ fn subscriber_session(env: &CliEnv) {
     );
     assert_eq!(
         strings(&added["mailboxes"]),
-        ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
+        [
+            "Archive",
+            "Drafts",
+            "INBOX",
+            "Junk",
+            "RCSMessageStore",
+            "Sent",
+            "Trash"
+        ]
     );
     assert!(stored_password_verifies(env, "alice", &password));
 

@@ -330,6 +330,7 @@ pub async fn add_subscriber(
             special_use: m.special_use.clone(),
             subscribed: true,
         })
+        .chain([crate::cpm::root_mailbox(config)])
         .collect();
     let account = store
         .create_account(NewAccount {

@@ -602,7 +602,7 @@ fn authorize(expected: &Secret, headers: &HeaderMap) -> Result<(), Failure> {
 }
 
 /// The token of a `Bearer` credential (the scheme is case-insensitive, RFC 9110 11.1).
-fn bearer_token(value: &HeaderValue) -> Option<&str> {
+pub(super) fn bearer_token(value: &HeaderValue) -> Option<&str> {
     let text = value.to_str().ok()?.trim();
     let (scheme, token) = text.split_once(' ')?;
     let token = token.trim();
@@ -1048,6 +1048,7 @@ mod tests {
             store,
             config,
             admin_token: token.map(|t| Arc::new(Secret::from(t))),
+            deposit_token: None,
             metrics,
             max_body: 1024,
         }

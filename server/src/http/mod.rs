@@ -4,6 +4,8 @@
 //! - `POST /v1/push/{address}`: push ingress ([`push`]).
 //! - `/v1/subscribers...`: the admin API ([`admin`]), only when `http.admin_token_file`
 //!   is set; every call carries `Authorization: Bearer <token>`.
+//! - `/v1/cpm/{user}/...`: CPM deposits and event reports ([`cpm`]), with the admin
+//!   token or `cpm.deposit_token_file`'s.
 //! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
 //! - `GET /healthz`: 200 while the process runs. `GET /readyz`: 200 when storage
 //!   answers, 503 otherwise.
@@ -37,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::push::ingress::PushService;
 
 pub mod admin;
+pub mod cpm;
 pub mod push;
 
 /// How long a client may take to send a request's headers (also the idle time allowed
@@ -63,6 +66,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The admin API's bearer token; `None` turns the admin API off (404).
     pub admin_token: Option<Arc<Secret>>,
+    /// The CPM deposit API's own bearer token (`cpm.deposit_token_file`); the admin
+    /// token is accepted there too.
+    pub deposit_token: Option<Arc<Secret>>,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
     /// `limits.http_max_body_bytes`.
@@ -74,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/push/{address}", post(push::push_handler))
         .merge(admin::routes())
+        .merge(cpm::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -30,6 +30,7 @@ impl SqlStore {
         let size = i64::try_from(msg.content.len())
             .map_err(|_| Error::Invalid("message too large".into()))?;
         let hash = hex::encode(Sha256::digest(&msg.content));
+        let cpm_headers = crate::cpm::indexed_headers(&msg.content);
         let mut tx = self.begin().await?;
         // First statement: allocate UID and MODSEQ by updating (and so locking) the
         // mailbox row.
@@ -70,6 +71,7 @@ impl SqlStore {
             blob_hash: &hash,
         };
         insert_message(&mut tx, account, mailbox, &row).await?;
+        insert_cpm_headers(&mut tx, account, mailbox, uid, &cpm_headers).await?;
         record_keywords(&mut tx, account, mailbox, keywords).await?;
         let modseq = to_u64(modseq, "modseq")?;
         let appended = Appended {
@@ -267,6 +269,28 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?;
         let source_uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+        // The copies are indexed like their sources; read before a move deletes the
+        // sources (and, by the foreign key, their index rows).
+        let mut cpm_headers: std::collections::BTreeMap<u32, Vec<(String, String)>> =
+            Default::default();
+        for &(lo, hi) in ranges {
+            let rows = sqlx::query(
+                "SELECT uid, name, value FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $2 \
+                 AND uid >= $3 AND uid <= $4",
+            )
+            .bind(account.0)
+            .bind(from.0)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                cpm_headers
+                    .entry(to_u32(row.try_get(0)?, "uid")?)
+                    .or_default()
+                    .push((row.try_get(1)?, row.try_get(2)?));
+            }
+        }
         if expunge_source {
             // Before the inserts: with from == to the new UIDs may fall in the ranges.
             let modseq = to_i64(source.highestmodseq)?;
@@ -297,6 +321,9 @@ impl SqlStore {
                 blob_hash: &meta.blob,
             };
             insert_message(&mut tx, account, to, &row).await?;
+            if let Some(headers) = cpm_headers.get(&meta.uid) {
+                insert_cpm_headers(&mut tx, account, to, i64::from(uid), headers).await?;
+            }
             dest_uids.push(uid);
             keywords.extend(meta.flags.keywords.iter().cloned());
         }
@@ -664,6 +691,32 @@ pub(super) async fn insert_message(
     .bind(row.blob_hash)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Indexes a message's CPM headers (see `crate::cpm`): (lower-case name, value) pairs.
+pub(super) async fn insert_cpm_headers<N: AsRef<str>>(
+    tx: &mut AnyConnection,
+    account: AccountId,
+    mailbox: MailboxId,
+    uid: i64,
+    headers: &[(N, String)],
+) -> TxResult<()> {
+    for (name, value) in headers {
+        sqlx::query(
+            "INSERT INTO cpm_headers (account_id, mailbox_id, uid, name, value, folded) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account_id, mailbox_id, uid, name, folded) DO NOTHING",
+        )
+        .bind(account.0)
+        .bind(mailbox.0)
+        .bind(uid)
+        .bind(name.as_ref())
+        .bind(value.as_str())
+        .bind(value.to_ascii_lowercase())
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 

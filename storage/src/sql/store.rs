@@ -521,6 +521,77 @@ impl Store for SqlStore {
         to_u64(usage, "usage")
     }
 
+    async fn uids_by_header(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        name: &str,
+        value: &str,
+    ) -> Result<Vec<u32>> {
+        let Some(name) = crate::cpm::indexed_name(name) else {
+            return Err(Error::Invalid(format!("header {name:?} is not indexed")));
+        };
+        self.read_mailbox(account, mailbox)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let rows = sqlx::query(
+            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND name = $2 AND folded = $3 \
+             AND mailbox_id = $4 ORDER BY uid",
+        )
+        .bind(account.0)
+        .bind(name)
+        .bind(value.trim().to_ascii_lowercase())
+        .bind(mailbox.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.map_err(e))?;
+        let mut uids = rows
+            .iter()
+            .map(|row| to_u32(row.try_get(0).map_err(|e| self.map_err(e))?, "uid"))
+            .collect::<Result<Vec<u32>>>()?;
+        uids.dedup();
+        Ok(uids)
+    }
+
+    async fn objects_by_imdn(
+        &self,
+        account: AccountId,
+        imdn_id: &str,
+    ) -> Result<Vec<(MailboxId, u32)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT mailbox_id, uid FROM cpm_headers WHERE account_id = $1 AND name = $2 \
+             AND folded = $3 ORDER BY mailbox_id, uid",
+        )
+        .bind(account.0)
+        .bind(crate::cpm::IMDN_MESSAGE_ID)
+        .bind(imdn_id.trim().to_ascii_lowercase())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.map_err(e))?;
+        rows.iter()
+            .map(|row| {
+                let mailbox: i64 = row.try_get(0).map_err(|e| self.map_err(e))?;
+                let uid = to_u32(row.try_get(1).map_err(|e| self.map_err(e))?, "uid")?;
+                Ok((MailboxId(mailbox), uid))
+            })
+            .collect()
+    }
+
+    async fn accounts_without_mailbox(&self, name: &str) -> Result<Vec<AccountId>> {
+        let rows = sqlx::query(
+            "SELECT account_id FROM accounts a WHERE NOT EXISTS \
+             (SELECT 1 FROM mailboxes m WHERE m.account_id = a.account_id AND m.name = $1) \
+             ORDER BY account_id",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.map_err(e))?;
+        rows.iter()
+            .map(|row| Ok(AccountId(row.try_get(0).map_err(|e| self.map_err(e))?)))
+            .collect()
+    }
+
     async fn set_metadata(
         &self,
         account: AccountId,
