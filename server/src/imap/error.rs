@@ -1,7 +1,7 @@
 //! The one place that maps errors to IMAP answers.
 
 use cpmstore_storage::Error as StoreError;
-use imap_codec::imap_types::response::StatusKind;
+use imap_codec::imap_types::response::{Code, StatusKind};
 
 /// Why a command did not complete.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub type CmdResult<T = Done> = Result<T, CmdError>;
 /// A command's successful completion: the tagged OK's code and text.
 #[derive(Debug, Default)]
 pub struct Done {
-    pub code: Option<String>,
+    pub code: Option<Code<'static>>,
     pub text: String,
 }
 
@@ -37,9 +37,9 @@ impl Done {
             text: text.into(),
         }
     }
-    pub fn with_code(code: impl Into<String>, text: impl Into<String>) -> Self {
+    pub fn with_code(code: Code<'static>, text: impl Into<String>) -> Self {
         Done {
-            code: Some(code.into()),
+            code: Some(code),
             text: text.into(),
         }
     }
@@ -92,6 +92,20 @@ impl From<std::io::Error> for CmdError {
 
 /// The tagged status line for an error, e.g. `a1 NO [NONEXISTENT] Mailbox doesn't exist`.
 /// Storage failures are logged by the caller; the client gets no internal detail.
+/// The typed response code of a NO: imap-types has types for the RFC 3501 and a few
+/// later codes; the RFC 5530 ones it lacks (`NONEXISTENT`, `CANNOT`, ...) are
+/// [`raw_code`](super::response::raw_code)s.
+fn code_of(code: &'static str) -> Code<'static> {
+    match code {
+        "READ-ONLY" => Code::ReadOnly,
+        "READ-WRITE" => Code::ReadWrite,
+        "TRYCREATE" => Code::TryCreate,
+        "OVERQUOTA" => Code::OverQuota,
+        "TOOBIG" => Code::TooBig,
+        other => super::response::raw_code(other),
+    }
+}
+
 pub fn status_line(tag: &str, err: &CmdError) -> String {
     let (kind, code, text): (StatusKind, Option<&str>, String) = match err {
         CmdError::No { code, text } => (StatusKind::No, *code, text.clone()),
@@ -119,7 +133,7 @@ pub fn status_line(tag: &str, err: &CmdError) -> String {
         CmdError::Io(_) => (StatusKind::Bad, None, "I/O error".into()),
     };
     let mut out = Vec::new();
-    super::response::push_status(&mut out, Some(tag), kind, code, &text);
+    super::response::push_status(&mut out, Some(tag), kind, code.map(code_of), &text);
     String::from_utf8_lossy(&out).into_owned()
 }
 

@@ -57,7 +57,7 @@ pub fn push_status(
     out: &mut Vec<u8>,
     tag: Option<&str>,
     kind: StatusKind,
-    code: Option<&str>,
+    code: Option<Code<'_>>,
     text: &str,
 ) {
     let text = self::text(text);
@@ -67,19 +67,34 @@ pub fn push_status(
         // A tag we answer was parsed from the client's command, so is valid.
         Some(Err(_)) => None,
     };
-    let status =
-        typed.and_then(|typed| Status::new(typed, kind, code.map(raw_code), text.as_str()).ok());
+    // A text imap-types refuses (8-bit, or one that would read as a code) is said
+    // untyped, as before; the code then goes through imap-codec alone.
+    let status = match typed {
+        Some(typed) => Status::new(typed, kind, code.clone(), text.as_str()).ok(),
+        None => None,
+    };
     match status {
         Some(status) => push(out, &Response::Status(status)),
-        // Unreachable (see above); said as before, should it ever happen.
         None => {
             let kind = match kind {
                 StatusKind::Ok => "OK",
                 StatusKind::No => "NO",
                 StatusKind::Bad => "BAD",
             };
-            let code = code.map(|c| format!("[{c}] ")).unwrap_or_default();
+            let code = code.map(|c| {
+                let mut bytes = Vec::new();
+                // The code alone, through a response that holds nothing else.
+                if let Ok(status) = Status::ok(None, Some(c), "x") {
+                    push(&mut bytes, &Response::Status(status));
+                }
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                text.strip_prefix("* OK ")
+                    .and_then(|t| t.strip_suffix(" x\r\n"))
+                    .map(|c| format!("{c} "))
+                    .unwrap_or_default()
+            });
             let tag = tag.unwrap_or("*");
+            let code = code.unwrap_or_default();
             out.extend_from_slice(format!("{tag} {kind} {code}{text}\r\n").as_bytes());
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::response::StatusKind;
+use imap_codec::imap_types::response::{Code, StatusKind};
 
 use super::codec::{Framed, Incoming};
 use super::command::{self, Dispatched};
@@ -194,7 +194,7 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
                     &mut line,
                     tag.as_ref().map(|t| t.inner()),
                     StatusKind::No,
-                    Some("TOOBIG"),
+                    Some(Code::TooBig),
                     "Literal larger than allowed.",
                 );
                 if c.io.write_all(&line).await.is_err() {
@@ -208,7 +208,7 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
                     &mut line,
                     tag.as_ref().map(|t| t.inner()),
                     StatusKind::Bad,
-                    Some("TOOBIG"),
+                    Some(Code::TooBig),
                     "Command or literal larger than allowed.",
                 );
                 line.extend_from_slice(&response::bye("Too much data."));
@@ -298,7 +298,7 @@ async fn execute<S: SessionStream>(
             &mut c.out,
             Some(&tag),
             StatusKind::Ok,
-            done.code.as_deref(),
+            done.code.clone(),
             &done.text,
         ),
         Err(CmdError::Io(e)) => return Err(std::io::Error::new(e.kind(), e.to_string())),

@@ -5,11 +5,14 @@
 //! (RFC 3501 and RFC 5322 lines end in CRLF) and as Dovecot stores them:
 //! RFC822.SIZE then counts what FETCH sends.
 
+use std::num::NonZeroU32;
+
 use cpmstore_storage::{Error as StoreError, NewMessage};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::Code;
 
 use super::args::{mailbox_name, to_flags};
 use crate::imap::connection::{Connection, SessionStream};
@@ -70,10 +73,17 @@ pub async fn append<S: SessionStream>(
     {
         selected.dirty = true;
     }
-    Ok(Done::with_code(
-        format!("APPENDUID {} {}", appended.uidvalidity, appended.uid),
-        "Append completed.",
-    ))
+    match (
+        NonZeroU32::new(appended.uidvalidity),
+        NonZeroU32::new(appended.uid),
+    ) {
+        (Some(uid_validity), Some(uid)) => Ok(Done::with_code(
+            Code::AppendUid { uid_validity, uid },
+            "Append completed.",
+        )),
+        // Not reached: a stored message has a UID, its mailbox a UIDVALIDITY.
+        _ => Ok(Done::text("Append completed.")),
+    }
 }
 
 /// The message with every bare LF made CRLF (a CR alone is left as it is). Content

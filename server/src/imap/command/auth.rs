@@ -23,6 +23,7 @@ use crate::auth::stats::Mechanism;
 use crate::imap::codec::AuthLine;
 use crate::imap::connection::{Connection, Next, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
+use crate::imap::response::raw_code;
 use crate::imap::state::{Login, PreAuth};
 
 const FAILED: &str = "Authentication failed.";
@@ -317,7 +318,11 @@ fn logged_in<S: SessionStream>(s: &mut Connection<S>, account: Account) -> Logge
         ));
     };
     let login = Login::new(Arc::new(account), Some(slot));
-    let done = Done::with_code(format!("CAPABILITY {}", s.capabilities(true)), "Logged in.");
+    let done = Done::with_code(
+        // Raw escape: imap-types' `Capability` writes IMAP4rev1 as `IMAP4REV1`.
+        raw_code(&format!("CAPABILITY {}", s.capabilities(true))),
+        "Logged in.",
+    );
     Ok((done, login))
 }
 

@@ -12,7 +12,7 @@ use imap_codec::imap_types::sequence::SequenceSet;
 use super::args::mailbox_name;
 use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{to_ranges, uid_set_string};
+use crate::imap::mailbox_view::to_ranges;
 use crate::imap::state::{Login, Selected};
 
 pub async fn copy<S: SessionStream>(
@@ -62,33 +62,28 @@ pub async fn copy<S: SessionStream>(
     if dest.id == source || mv {
         selected.dirty = true;
     }
-    let code = format!(
-        "COPYUID {} {} {}",
-        copied.uidvalidity,
-        uid_set_string(&copied.source_uids),
-        uid_set_string(&copied.dest_uids)
-    );
+    let code = match (
+        NonZeroU32::new(copied.uidvalidity),
+        uid_set(&copied.source_uids),
+        uid_set(&copied.dest_uids),
+    ) {
+        (Some(uid_validity), Some(source), Some(destination)) => Some(Code::CopyUid {
+            uid_validity,
+            source,
+            destination,
+        }),
+        // Not reached: something was copied, to a mailbox with a UIDVALIDITY.
+        _ => None,
+    };
     if mv {
         // RFC 6851: COPYUID goes in an untagged OK before the EXPUNGEs.
-        match (
-            NonZeroU32::new(copied.uidvalidity),
-            uid_set(&copied.source_uids),
-            uid_set(&copied.dest_uids),
-        ) {
-            (Some(uid_validity), Some(source), Some(destination)) => s.ok(
-                Some(Code::CopyUid {
-                    uid_validity,
-                    source,
-                    destination,
-                }),
-                "Moved UIDs.",
-            ),
-            // Not reached: something was moved, to a mailbox with a UIDVALIDITY.
-            _ => s.ok(None, "Moved UIDs."),
-        }
+        s.ok(code, "Moved UIDs.");
         return Ok(Done::text("Move completed."));
     }
-    Ok(Done::with_code(code, "Copy completed."))
+    Ok(match code {
+        Some(code) => Done::with_code(code, "Copy completed."),
+        None => Done::text("Copy completed."),
+    })
 }
 
 /// UIDs as UIDPLUS's `uid-set`, in their shortest form; `None` when there are none.

@@ -172,9 +172,9 @@ async fn open<S: SessionStream>(
         resync(s, &view, &known).await?;
     }
     let done = if read_only {
-        Done::with_code("READ-ONLY", "Examine completed.")
+        Done::with_code(Code::ReadOnly, "Examine completed.")
     } else {
-        Done::with_code("READ-WRITE", "Select completed.")
+        Done::with_code(Code::ReadWrite, "Select completed.")
     };
     Ok((done, Box::new(Selected::new(view))))
 }

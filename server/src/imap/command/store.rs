@@ -7,14 +7,14 @@ use cpmstore_storage::FlagOp;
 use imap_codec::imap_types::command::StoreModifier;
 use imap_codec::imap_types::fetch::MessageDataItem;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
-use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::response::{Code, Data};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::args::to_flags;
 use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
-use crate::imap::mailbox_view::{nz, to_ranges, uid_set_string};
-use crate::imap::response::{flags_item, modseq_item};
+use crate::imap::mailbox_view::{nz, to_ranges};
+use crate::imap::response::{flags_item, modseq_item, uid_sequence_set};
 use crate::imap::state::{Login, Selected};
 
 #[allow(clippy::too_many_arguments)]
@@ -54,7 +54,7 @@ pub async fn store<S: SessionStream>(
         .filter(|u| !view.is_expunged(*u))
         .collect();
     if live.is_empty() {
-        return finish(String::new());
+        return finish(&[]);
     }
     let op = match kind {
         StoreType::Replace => FlagOp::Replace,
@@ -137,18 +137,17 @@ pub async fn store<S: SessionStream>(
     for data in responses {
         s.data(data);
     }
-    finish(uid_set_string(&modified))
+    finish(&modified)
 }
 
 /// The tagged answer: `OK [MODIFIED set]` when messages failed UNCHANGEDSINCE, else OK.
-fn finish(modified: String) -> CmdResult {
-    if modified.is_empty() {
-        Ok(Done::text("Store completed."))
-    } else {
-        Ok(Done::with_code(
-            format!("MODIFIED {modified}"),
+fn finish(modified: &[u32]) -> CmdResult {
+    match uid_sequence_set(modified) {
+        None => Ok(Done::text("Store completed.")),
+        Some(set) => Ok(Done::with_code(
+            Code::Modified(set),
             "Conditional STORE failed.",
-        ))
+        )),
     }
 }
 
