@@ -2,8 +2,8 @@
 //! [`push`], the one place that encodes a typed response with imap-codec into an
 //! output buffer ([`Connection`](super::connection::Connection) writes through it, and
 //! so does [`MailboxView`](super::mailbox_view::MailboxView), which fills the
-//! connection's buffer while it catches up). The byte-level helpers below ([`string`],
-//! [`flag_list`]) serve the documented raw escapes only.
+//! connection's buffer while it catches up). The byte-level [`string`] serves the
+//! documented raw escapes only (FETCH's section names, mime.rs's ENVELOPE).
 
 use std::num::{NonZeroU32, NonZeroU64};
 
@@ -173,7 +173,7 @@ pub fn keyword(keyword: &str) -> Option<Flag<'static>> {
     Atom::try_from(keyword.to_owned()).ok().map(Flag::Keyword)
 }
 
-/// A message's flags as FETCH says them, in [`flag_list`]'s order: system flags,
+/// A message's flags as FETCH says them, in the order FLAGS has always had: system flags,
 /// keywords, then `\Recent` when asked.
 pub fn fetch_flags(flags: &Flags, recent: bool) -> Vec<FlagFetch<'static>> {
     let sys = flags.system;
@@ -313,51 +313,6 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// An `nstring`: NIL or a string.
-pub fn nstring(out: &mut Vec<u8>, s: Option<&[u8]>) {
-    match s {
-        Some(s) => string(out, s),
-        None => out.extend_from_slice(b"NIL"),
-    }
-}
-
-/// A mailbox name: `INBOX` as an atom, else a string.
-pub fn mailbox(out: &mut Vec<u8>, name: &str) {
-    if name == "INBOX" {
-        out.extend_from_slice(b"INBOX");
-    } else {
-        string(out, name.as_bytes());
-    }
-}
-
-/// The parenthesised flag list of a message, with `\Recent` when asked.
-pub fn flag_list(flags: &Flags, recent: bool) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    let sys = flags.system;
-    if sys.contains(SystemFlags::ANSWERED) {
-        parts.push("\\Answered");
-    }
-    if sys.contains(SystemFlags::FLAGGED) {
-        parts.push("\\Flagged");
-    }
-    if sys.contains(SystemFlags::DELETED) {
-        parts.push("\\Deleted");
-    }
-    if sys.contains(SystemFlags::SEEN) {
-        parts.push("\\Seen");
-    }
-    if sys.contains(SystemFlags::DRAFT) {
-        parts.push("\\Draft");
-    }
-    for kw in &flags.keywords {
-        parts.push(kw);
-    }
-    if recent {
-        parts.push("\\Recent");
-    }
-    format!("({})", parts.join(" "))
-}
-
 /// Text of a status response: no CR/LF, never empty.
 pub fn text(s: &str) -> String {
     let t: String = s.chars().filter(|c| *c != '\r' && *c != '\n').collect();
@@ -413,10 +368,16 @@ mod tests {
             system: SystemFlags(SystemFlags::SEEN | SystemFlags::ANSWERED),
             keywords: vec!["$Forwarded".into()],
         };
+        let item = |flags: &Flags, recent: bool| {
+            let mut out = Vec::new();
+            let seq = NonZeroU32::MIN;
+            push_fetch_items(&mut out, seq, vec![flags_item(flags, recent)]);
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            flag_list(&flags, true),
-            "(\\Answered \\Seen $Forwarded \\Recent)"
+            item(&flags, true),
+            "FLAGS (\\Answered \\Seen $Forwarded \\Recent)"
         );
-        assert_eq!(flag_list(&Flags::default(), false), "()");
+        assert_eq!(item(&Flags::default(), false), "FLAGS ()");
     }
 }
