@@ -85,16 +85,38 @@ fn sipp(
     require("sipp");
     let target = server.sip_udp.expect("sip listener");
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("sipp")
-        .current_dir(dir.path())
-        .args(["-sf", &format!("{SCENARIOS}/{scenario}")])
-        .args(["-t", transport, "-m", "1", "-nostdin"])
-        .args(["-i", source, "-p", &free_port(source).to_string()])
-        .args(["-key", "subscriber", subscriber, "-key", "pai", pai])
-        .args(["-timeout", "15", "-timeout_error", "-trace_err"])
-        .arg(target.to_string())
-        .output()
-        .expect("run sipp");
+    let run = || {
+        Command::new("sipp")
+            .current_dir(dir.path())
+            .args(["-sf", &format!("{SCENARIOS}/{scenario}")])
+            .args(["-t", transport, "-m", "1", "-nostdin"])
+            .args(["-i", source, "-p", &free_port(source).to_string()])
+            .args(["-key", "subscriber", subscriber, "-key", "pai", pai])
+            .args(["-timeout", "15", "-timeout_error", "-trace_err"])
+            .arg(target.to_string())
+            .output()
+            .expect("run sipp")
+    };
+    // The free port picked for sipp's own socket may be taken by a parallel test before
+    // sipp binds it ("Unable to bind main socket"): pick another, a few times.
+    let mut out = run();
+    for _ in 0..3 {
+        // sipp says it on stdout, or in its errors log (-trace_err).
+        let log: String = std::fs::read_dir(dir.path())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with("errors.log"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let said = format!("{}{log}", String::from_utf8_lossy(&out.stdout));
+        if out.status.success() || !said.contains("Unable to bind") {
+            break;
+        }
+        out = run();
+    }
     if !out.status.success() {
         let errors = std::fs::read_dir(dir.path())
             .unwrap()
