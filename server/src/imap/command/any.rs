@@ -220,7 +220,13 @@ mod tests {
                     "d SEARCH OLDER 60",
                     "e SEARCH YOUNGER 60",
                 ],
-                &["a BAD...", "b BAD...", "c BAD...", "d BAD...", "e BAD..."],
+                &[
+                    "a BAD METADATA is not supported.",
+                    "b BAD METADATA is not supported.",
+                    "c BAD...",
+                    "d BAD...",
+                    "e BAD...",
+                ],
             )],
         )
         .await;

@@ -183,6 +183,10 @@ async fn authenticated_state<S: SessionStream>(
             .await
         }
         C::Idle => Box::pin(idle::idle(c, login, selected)).await,
+        // imap-codec parses METADATA (RFC 5464); it is neither served nor advertised yet.
+        C::GetMetadata { .. } | C::SetMetadata { .. } => {
+            Err(CmdError::bad("METADATA is not supported."))
+        }
         _ => {
             return Dispatched::Refused(CmdError::bad("Command not allowed in this state."));
         }
