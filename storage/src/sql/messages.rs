@@ -9,8 +9,8 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, Connection, Row};
 
 use super::rows::{
-    encode_keywords, lock_mailbox, message_change, meta_from_row, not_found_mailbox, now, to_i64,
-    to_u32, to_u64,
+    encode_keywords, lock_mailbox, message_change, meta_from_row, metas_in_ranges,
+    not_found_mailbox, now, to_i64, to_u32, to_u64,
 };
 use super::{Backend, SYSTEM_MASK, SqlStore, TxResult};
 use crate::changes::ChangeKind;
@@ -229,19 +229,7 @@ impl SqlStore {
                 dest,
             )
         };
-        let mut messages = Vec::new();
-        for &(lo, hi) in ranges {
-            let rows = sqlx::query(SELECT_RANGE)
-                .bind(account.0)
-                .bind(from.0)
-                .bind(lo)
-                .bind(hi)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                messages.push(meta_from_row(&row)?);
-            }
-        }
+        let messages = metas_in_ranges(&mut tx, SELECT_RANGE, account, from, ranges).await?;
         if messages.is_empty() {
             tx.rollback().await?;
             return Ok(Copied {
@@ -360,19 +348,7 @@ impl SqlStore {
         let mut tx = self.begin().await?;
         let locked = lock_mailbox(&mut tx, account, mailbox, 1).await?;
         let modseq = to_i64(locked.highestmodseq)?;
-        let mut gone = Vec::new();
-        for &(lo, hi) in ranges {
-            let rows = sqlx::query(EXPUNGE_RANGE)
-                .bind(account.0)
-                .bind(mailbox.0)
-                .bind(lo)
-                .bind(hi)
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in rows {
-                gone.push(meta_from_row(&row)?);
-            }
-        }
+        let mut gone = metas_in_ranges(&mut tx, EXPUNGE_RANGE, account, mailbox, ranges).await?;
         if gone.is_empty() {
             tx.rollback().await?;
             return Ok(Vec::new());

@@ -197,6 +197,31 @@ pub(super) async fn require_account_tx(tx: &mut AnyConnection, id: AccountId) ->
     }
 }
 
+/// The message rows `sql` returns (it binds account, mailbox and a UID range's two
+/// ends, and reads [`meta_from_row`]'s columns) for each of `ranges` in turn.
+pub(super) async fn metas_in_ranges(
+    tx: &mut AnyConnection,
+    sql: &'static str,
+    account: AccountId,
+    mailbox: MailboxId,
+    ranges: &[(i64, i64)],
+) -> TxResult<Vec<MessageMeta>> {
+    let mut metas = Vec::new();
+    for &(lo, hi) in ranges {
+        let rows = sqlx::query(sql)
+            .bind(account.0)
+            .bind(mailbox.0)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            metas.push(meta_from_row(&row)?);
+        }
+    }
+    Ok(metas)
+}
+
 /// Locks the mailbox row (the first statement of a message write) and adds `bump` to
 /// its HIGHESTMODSEQ; returns the row as updated.
 pub(super) async fn lock_mailbox(

@@ -15,8 +15,8 @@ use super::messages::{
     SELECT_EXPUNGED_RANGE, SELECT_RANGE, normalise_keywords, normalise_ranges, usage,
 };
 use super::rows::{
-    account_from_row, mailbox_from_row, map_sqlx, meta_from_row, psk_from_row, quota_to_db, to_u32,
-    to_u64,
+    account_from_row, mailbox_from_row, map_sqlx, meta_from_row, metas_in_ranges, psk_from_row,
+    quota_to_db, to_u32, to_u64,
 };
 use super::{PURGE_BATCH, SYSTEM_MASK, SqlStore};
 use crate::changes::ChangeBus;
@@ -480,21 +480,11 @@ impl Store for SqlStore {
         mailbox: MailboxId,
         uids: &[UidRange],
     ) -> Result<Vec<MessageMeta>> {
-        let mut out = Vec::new();
-        for (lo, hi) in normalise_ranges(uids) {
-            let rows = sqlx::query(SELECT_EXPUNGED_RANGE)
-                .bind(account.0)
-                .bind(mailbox.0)
-                .bind(lo)
-                .bind(hi)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.map_err(e))?;
-            for row in rows {
-                out.push(meta_from_row(&row)?);
-            }
-        }
-        Ok(out)
+        let ranges = normalise_ranges(uids);
+        let mut conn = self.pool.acquire().await.map_err(|e| self.map_err(e))?;
+        metas_in_ranges(&mut conn, SELECT_EXPUNGED_RANGE, account, mailbox, &ranges)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     async fn purge_expunged(&self, before: i64) -> Result<u64> {
