@@ -14,8 +14,11 @@ if [ -z "${CPMSTORE_TEST_POSTGRES_URL:-}" ]; then
   echo "      (e.g. CPMSTORE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test)" >&2
 fi
 
-# The black-box tests run the real `cpmstore` binary, so build it first.
-cargo build --workspace --bins
+# The black-box tests run the real `cpmstore` binary, so build it first, together with
+# the test targets: built alone, the binaries would resolve features without the
+# dev-dependencies (tokio's test-util) and every crate above tokio would be compiled
+# twice, doubling the target directory.
+cargo build --workspace --bins --tests
 
 # Run everything, then close with one line that sums all the test binaries' results
 # (cargo's own last line is the doc-test run's, which says little).
