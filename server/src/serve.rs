@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cpmstore_storage::{OpenOptions, Store};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -225,9 +225,6 @@ pub async fn run_until(
 ) -> Result<(), ServeError> {
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
-    // IMAP sessions still hear of the shutdown on a watch channel (`ImapCtx::shutdown`),
-    // set together with the token.
-    let (imap_stop_tx, imap_stop_rx) = watch::channel(false);
     // Background tasks stop however this returns, an early error included.
     let _stop_on_return = shutdown.clone().drop_guard();
     // One server per SQLite database, held until this returns (see data_lock.rs).
@@ -304,7 +301,7 @@ pub async fn run_until(
         limits: SessionLimits::from(&config.limits),
         max_failures_per_connection: config.auth.max_failures_per_connection,
         account_slots: crate::imap::AccountSlots::new(config.limits.max_connections_per_account),
-        shutdown: imap_stop_rx,
+        shutdown: shutdown.clone(),
         metrics: metrics.clone(),
     });
     let limits = ConnLimits::new(&config.limits);
@@ -350,7 +347,6 @@ pub async fn run_until(
 
     signal.await;
     shutdown.cancel();
-    let _ = imap_stop_tx.send(true);
     for handle in accept_loops {
         handle.abort();
     }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use cpmstore_storage::Store;
-use tokio::sync::watch;
 
 use crate::auth::login::Authenticator;
 use crate::auth::psk_cache::PskCache;
@@ -55,7 +54,7 @@ pub struct ImapCtx {
     /// Authenticated sessions per account (`limits.max_connections_per_account`).
     pub account_slots: Arc<AccountSlots>,
     /// Flips to true when the server shuts down.
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Connection, login and command counters.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

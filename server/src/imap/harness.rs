@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use imap_codec::decode::{Decoder, GreetingDecodeError, ResponseDecodeError};
 use imap_codec::{GreetingCodec, ResponseCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use super::codec::{FrameLimits, Framed};
 use super::context::{AccountSlots, ImapCtx, SessionLimits};
@@ -260,8 +260,6 @@ struct Fixture {
 /// Sessions over in-memory pipes against one store and one subscriber.
 pub struct Harness {
     ctx: Arc<ImapCtx>,
-    /// Kept so sessions do not take the server for stopping.
-    _shutdown: watch::Sender<bool>,
     /// The subscriber's credentials, derived once.
     credentials: CredentialRecord,
     fixture: Fixture,
@@ -288,7 +286,6 @@ impl Harness {
             Throttle::new(ThrottleConfig::from(&auth)),
             metrics.clone(),
         );
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let changes = store.changes().subscribe();
         let ctx = Arc::new(ImapCtx {
             store,
@@ -299,7 +296,7 @@ impl Harness {
             limits: SessionLimits::from(limits),
             max_failures_per_connection: auth.max_failures_per_connection,
             account_slots: AccountSlots::new(limits.max_connections_per_account),
-            shutdown: shutdown_rx,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             metrics,
         });
         if let Ok(old) = ctx.store.account_by_name(USERNAME).await {
@@ -311,7 +308,6 @@ impl Harness {
         let fixture = create_fixture(ctx.store.as_ref(), &credentials).await?;
         let mut harness = Harness {
             ctx,
-            _shutdown: shutdown_tx,
             credentials,
             fixture,
             changes,

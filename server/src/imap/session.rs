@@ -52,9 +52,8 @@ fn expunge_allowed(body: &CommandBody<'_>) -> bool {
 }
 
 /// Completes once the server is shutting down (at once if it already is).
-async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    // An error means the sender is gone: the server is stopping all the same.
-    let _ = shutdown.wait_for(|stop| *stop).await;
+async fn stopping(shutdown: &tokio_util::sync::CancellationToken) {
+    shutdown.cancelled().await;
 }
 
 /// How [`serve`] ended.
@@ -99,12 +98,12 @@ async fn start_tls<S: StartTls>(s: Session<S>) -> Option<Session<S::Upgraded>> {
         return None;
     };
     let deadline = pre.deadline;
-    let mut shutdown = conn.ctx.shutdown.clone();
+    let shutdown = conn.ctx.shutdown.clone();
     let (stream, parked) = conn.park();
     let handshake = tokio::time::timeout_at(deadline, stream.start_tls(&acceptor));
     let result = tokio::select! {
         r = handshake => r,
-        _ = stopping(&mut shutdown) => return None,
+        _ = stopping(&shutdown) => return None,
     };
     match result {
         Ok(Ok(stream)) => Some(Session {
@@ -127,7 +126,7 @@ async fn start_tls<S: StartTls>(s: Session<S>) -> Option<Session<S::Upgraded>> {
 pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
     let c = &mut s.conn;
     let peer = c.info.peer;
-    let mut shutdown = c.ctx.shutdown.clone();
+    let shutdown = c.ctx.shutdown.clone();
     loop {
         let c = &mut s.conn;
         // Logged in: a command may be larger, and the deadline is the autologout's.
@@ -147,7 +146,7 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
         // unanswered (as Dovecot does): its message is not stored.
         let incoming = tokio::select! {
             biased;
-            _ = stopping(&mut shutdown) => {
+            _ = stopping(&shutdown) => {
                 let _ = c.io.write_all(&response::bye(SHUTDOWN_TEXT)).await;
                 break;
             }
@@ -254,10 +253,10 @@ async fn execute<S: SessionStream>(
     let dispatched = if matches!(command.body, CommandBody::Authenticate { .. }) {
         // An AUTHENTICATE exchange waits for the client's lines: a shutdown ends it
         // as it ends the wait for a command. Nothing is stored by it.
-        let mut shutdown = s.conn.ctx.shutdown.clone();
+        let shutdown = s.conn.ctx.shutdown.clone();
         tokio::select! {
             r = command::dispatch(&mut s.conn, &mut s.state, command.body) => r,
-            _ = stopping(&mut shutdown) => {
+            _ = stopping(&shutdown) => {
                 Dispatched::Ran(Err(CmdError::Bye(SHUTDOWN_TEXT.into())))
             }
         }

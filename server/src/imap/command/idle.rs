@@ -22,7 +22,7 @@ pub async fn idle<S: SessionStream>(
     let keepalive = Duration::from_secs(c.ctx.limits.idle_keepalive_secs.max(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(c.ctx.limits.idle_max_secs);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
-    let mut shutdown = c.ctx.shutdown.clone();
+    let shutdown = c.ctx.shutdown.clone();
     // Anything that happened before IDLE began is told first (read from the store: a
     // change on another node may not have been announced yet).
     if let Some(selected) = selected.as_deref_mut() {
@@ -64,7 +64,7 @@ pub async fn idle<S: SessionStream>(
                 c.next = Next::Close;
                 return Err(CmdError::Bye("IDLE for too long; disconnecting.".into()));
             }
-            _ = shutdown.changed() => {
+            _ = shutdown.cancelled() => {
                 c.next = Next::Close;
                 return Err(CmdError::Bye("Server shutting down.".into()));
             }
