@@ -14,6 +14,7 @@ pub mod command;
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod extended_list;
 pub mod harness;
 pub mod mailbox_view;
 pub mod mime;
