@@ -633,6 +633,14 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"a NOOP\r\n", "command a"),
             (b"b (\r\n", "malformed b"),
+            // imap-codec refuses an extended LIST; the fallback parser takes it, literal
+            // (non-synchronising, so no continuation) included.
+            (
+                b"e LIST \"\" (\"a\" {1+}\r\nb) RETURN (STATUS (MESSAGES))\r\n",
+                "list-extended e",
+            ),
+            (b"f LIST \"\" * RETURN (\r\n", "malformed f"),
+            (b"g LIST \"\" *\r\n", "command g"),
             (b"c APPEND INBOX {99999}\r\n", "literal refused c"),
             (b"d APPEND INBOX {99999+}\r\n", "overflow d"),
             (b"", "closed"),

@@ -134,11 +134,12 @@ impl Lexer<'_> {
         if self.bytes.get(data_at..data_at + 2)? != b"\r\n" {
             return None;
         }
-        let data = self.bytes.get(data_at + 2..data_at + 2 + len)?;
+        let end = (data_at + 2).checked_add(len)?;
+        let data = self.bytes.get(data_at + 2..end)?;
         if data.contains(&0) {
             return None;
         }
-        self.at = data_at + 2 + len;
+        self.at = end;
         Some(Token::String(data.to_vec()))
     }
 }
