@@ -583,6 +583,7 @@ mod table_tests {
                     "h LIST (SUBSCRIBED REMOTE RECURSIVEMATCH) \"Work/\" \"%\"",
                     "i LIST (SPECIAL-USE) \"\" \"*\" RETURN (SPECIAL-USE)",
                     "j LIST \"\" \"W*\" RETURN (SUBSCRIBED CHILDREN)",
+                    "k LIST (SUBSCRIBED) \"\" (\"G*\" \"\") RETURN (STATUS (MESSAGES))",
                 ],
                 &[
                     "a OK Create completed.",
@@ -620,6 +621,10 @@ mod table_tests {
                     "* LIST (\\HasChildren) \"/\" \"Work/2026\"",
                     "* LIST (\\Subscribed \\HasNoChildren) \"/\" \"Work/2026/q1\"",
                     "j OK List completed.",
+                    // No STATUS for a name that is no mailbox.
+                    "* LIST (\\Noselect) \"/\" \"\"",
+                    "* LIST (\\NonExistent \\Subscribed) \"/\" \"Gone\"",
+                    "k OK List completed.",
                 ],
             )],
         )
