@@ -33,7 +33,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::fragmentizer::{
+    DecodeMessageError, FragmentInfo, Fragmentizer, LiteralAnnouncement,
+};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::auth::AuthenticateData;
 use imap_codec::imap_types::command::Command;
@@ -41,6 +43,7 @@ use imap_codec::imap_types::core::{LiteralMode, Tag};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use tokio::io::{AsyncWriteExt, ReadBuf};
 
+use super::extended_list::{self, ExtendedList};
 use super::stream::SessionStream;
 
 /// Size limits of the framing layer.
@@ -55,6 +58,12 @@ pub struct FrameLimits {
 /// What the client sent.
 pub enum Incoming {
     Command(Command<'static>),
+    /// An extended LIST (RFC 5258), which imap-codec does not parse
+    /// ([`extended_list`](super::extended_list)).
+    ListExtended {
+        tag: Tag<'static>,
+        list: Box<ExtendedList>,
+    },
     /// Could not be parsed as a command; answer `BAD` (tagged when a tag was readable).
     Malformed {
         tag: Option<Tag<'static>>,
@@ -368,6 +377,17 @@ impl<S: SessionStream> Framed<S> {
                 .map(IntoStatic::into_static);
             let incoming = match decoded {
                 Ok(command) => Incoming::Command(command),
+                // Whole but not imap-codec's: an extended LIST, or malformed.
+                Err(DecodeMessageError::DecodingFailure(_))
+                | Err(DecodeMessageError::DecodingRemainder { .. }) => {
+                    match (self.tag(), extended_list::parse(self.frag.message_bytes())) {
+                        (Some(tag), Some(list)) => Incoming::ListExtended {
+                            tag,
+                            list: Box::new(list),
+                        },
+                        (tag, _) => Incoming::Malformed { tag },
+                    }
+                }
                 Err(_) => Incoming::Malformed { tag: self.tag() },
             };
             self.message_done();
@@ -613,6 +633,14 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"a NOOP\r\n", "command a"),
             (b"b (\r\n", "malformed b"),
+            // imap-codec refuses an extended LIST; the fallback parser takes it, literal
+            // (non-synchronising, so no continuation) included.
+            (
+                b"e LIST \"\" (\"a\" {1+}\r\nb) RETURN (STATUS (MESSAGES))\r\n",
+                "list-extended e",
+            ),
+            (b"f LIST \"\" * RETURN (\r\n", "malformed f"),
+            (b"g LIST \"\" *\r\n", "command g"),
             (b"c APPEND INBOX {99999}\r\n", "literal refused c"),
             (b"d APPEND INBOX {99999+}\r\n", "overflow d"),
             (b"", "closed"),
@@ -633,6 +661,7 @@ mod tests {
             let got = match incoming {
                 Incoming::Command(c) => format!("command {}", c.tag.inner()),
                 Incoming::Malformed { tag: t } => format!("malformed {}", tag(t)),
+                Incoming::ListExtended { tag: t, .. } => format!("list-extended {}", t.inner()),
                 Incoming::LiteralRefused { tag: t } => format!("literal refused {}", tag(t)),
                 Incoming::Overflow { tag: t } => format!("overflow {}", tag(t)),
                 Incoming::Closed => "closed".into(),

@@ -256,6 +256,8 @@ impl<S: SessionStream> Connection<S> {
             "MOVE",
             "CONDSTORE",
             "QRESYNC",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(

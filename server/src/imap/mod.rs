@@ -4,7 +4,8 @@
 //! `Session<S>` is generic over it; STARTTLS upgrades it), typed response building and
 //! encoding (`response`), one file per command family (`command/`), what a selected
 //! session knows (`mailbox_view`), message structure (`mime`), mailbox-name spelling
-//! (`mutf7`), and the one error mapping (`error`).
+//! (`mutf7`), the extended LIST syntax imap-codec lacks (`extended_list`, a leaf the
+//! codec and `command/list.rs` use), and the one error mapping (`error`).
 //!
 //! The arrows point one way: `session -> command -> state -> connection -> codec`,
 //! and all of them to `context` (what sessions share); this file only wires them.
@@ -14,6 +15,7 @@ pub mod command;
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod extended_list;
 pub mod harness;
 pub mod mailbox_view;
 pub mod mime;

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::response::{Code, StatusKind};
 
 use super::codec::{Framed, Incoming};
-use super::command::{self, Dispatched};
+use super::command::{self, Dispatched, Request};
 use super::connection::{Connection, Next, SessionStream};
 use super::context::ImapCtx;
 use super::error::{CmdError, status_line};
@@ -168,8 +169,9 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
             }
             Ok(Ok(incoming)) => incoming,
         };
-        let command = match incoming {
-            Incoming::Command(command) => command,
+        let (tag, request) = match incoming {
+            Incoming::Command(command) => (command.tag, Request::Imap(command.body)),
+            Incoming::ListExtended { tag, list } => (tag, Request::ListExtended(list)),
             Incoming::Closed => break,
             Incoming::Malformed { tag } => {
                 // Counted under a name of its own: what it was is not known.
@@ -217,7 +219,7 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
         };
         // Boxed: a command's future (the largest of them all) is allocated while it
         // runs, not kept in every idle session's task.
-        match Box::pin(execute(&mut s, command)).await {
+        match Box::pin(execute(&mut s, tag, request)).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::info!(%peer, "write timeout: the client read nothing; closing");
@@ -244,24 +246,28 @@ pub async fn serve<S: SessionStream>(mut s: Session<S>) -> Ended<S> {
 /// Runs one command and writes its responses and tagged status.
 async fn execute<S: SessionStream>(
     s: &mut Session<S>,
-    command: Command<'static>,
+    tag: Tag<'static>,
+    request: Request,
 ) -> std::io::Result<()> {
-    let tag = command.tag.inner().to_string();
-    let name = command.body.name();
+    let tag = tag.inner().to_string();
+    let name = request.name();
     let started = std::time::Instant::now();
-    let allow_expunge = expunge_allowed(&command.body);
-    let dispatched = if matches!(command.body, CommandBody::Authenticate { .. }) {
+    let allow_expunge = match &request {
+        Request::Imap(body) => expunge_allowed(body),
+        Request::ListExtended(_) => true,
+    };
+    let dispatched = if matches!(request, Request::Imap(CommandBody::Authenticate { .. })) {
         // An AUTHENTICATE exchange waits for the client's lines: a shutdown ends it
         // as it ends the wait for a command. Nothing is stored by it.
         let shutdown = s.conn.ctx.shutdown.clone();
         tokio::select! {
-            r = command::dispatch(&mut s.conn, &mut s.state, command.body) => r,
+            r = command::dispatch(&mut s.conn, &mut s.state, request) => r,
             _ = stopping(&shutdown) => {
                 Dispatched::Ran(Err(CmdError::Bye(SHUTDOWN_TEXT.into())))
             }
         }
     } else {
-        command::dispatch(&mut s.conn, &mut s.state, command.body).await
+        command::dispatch(&mut s.conn, &mut s.state, request).await
     };
     let c = &mut s.conn;
     let result = match dispatched {

@@ -181,7 +181,7 @@ mod tests {
                     &["a CAPABILITY"],
                     &[
                         "* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS \
-                         UNSELECT CHILDREN SPECIAL-USE MOVE CONDSTORE QRESYNC APPENDLIMIT=...",
+                         UNSELECT CHILDREN SPECIAL-USE MOVE CONDSTORE QRESYNC LIST-EXTENDED LIST-STATUS APPENDLIMIT=...",
                         "a OK Capability completed.",
                     ],
                 ),

@@ -1085,4 +1085,50 @@ mod table_tests {
         )
         .await;
     }
+
+    /// The items come back UID first, then in the order asked (INTERFACES.md 9.4): an
+    /// RCS Common Message Store client reads Orange's `UID FETCH n (RFC822.SIZE FLAGS
+    /// MODSEQ BODY.PEEK[])` answer positionally.
+    #[tokio::test]
+    async fn items_in_the_order_asked() {
+        table(
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a UID FETCH 1 (RFC822.SIZE FLAGS MODSEQ BODY.PEEK[])",
+                    "b UID FETCH 2 (MODSEQ FLAGS UID RFC822.SIZE)",
+                    "c FETCH 3 (FLAGS INTERNALDATE UID)",
+                    "d UID FETCH 1:2 (FLAGS) (CHANGEDSINCE 1)",
+                ],
+                &[
+                    "* OK [HIGHESTMODSEQ ...] Highest",
+                    "* 1 FETCH (UID 1 RFC822.SIZE 402 FLAGS (\\Seen) MODSEQ (...) BODY[] {402}",
+                    "Return-Path: <alice@example.com>",
+                    "From: Alice Example <alice@example.com>",
+                    "To: Bob <bob@example.net>, team: carol@example.org, dave@example.org;",
+                    "Cc: \"Eve, Q.\" <eve@example.com>",
+                    "Subject: Lunch on Friday?",
+                    "Date: Mon, 7 Feb 1994 21:52:25 -0800",
+                    "Message-ID: <lunch.1@example.com>",
+                    "MIME-Version: 1.0",
+                    "Content-Type: text/plain; charset=us-ascii",
+                    "",
+                    "Shall we meet at noon, at the usual place?",
+                    "",
+                    "-- ",
+                    "Alice",
+                    ")",
+                    "a OK Fetch completed.",
+                    "* 2 FETCH (UID 2 MODSEQ (...) FLAGS (\\Answered \\Flagged $Important) RFC822.SIZE ...)",
+                    "b OK Fetch completed.",
+                    "* 3 FETCH (UID 3 FLAGS () INTERNALDATE \"...\" MODSEQ (...))",
+                    "c OK Fetch completed.",
+                    "* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (...))",
+                    "* 2 FETCH (UID 2 FLAGS (\\Answered \\Flagged $Important) MODSEQ (...))",
+                    "d OK Fetch completed.",
+                ],
+            )],
+        )
+        .await;
+    }
 }

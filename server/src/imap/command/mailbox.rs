@@ -2,7 +2,7 @@
 
 use std::num::NonZeroU32;
 
-use cpmstore_storage::{Error as StoreError, NewMailbox};
+use cpmstore_storage::{Error as StoreError, Mailbox as StoredMailbox, NewMailbox};
 use imap_codec::imap_types::mailbox::Mailbox;
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
@@ -182,11 +182,41 @@ pub async fn status<S: SessionStream>(
         Err(StoreError::NotFound(_)) => return Err(CmdError::nonexistent()),
         Err(e) => return Err(e.into()),
     };
-    let counts = s.ctx.store.mailbox_counts(account, mb.id).await?;
+    check_status_items(items)?;
     // A CONDSTORE-enabling command (RFC 7162 3.1).
     if items.contains(&StatusDataItemName::HighestModSeq) {
         login.enable_condstore(view, &mut s.out);
     }
+    let data = status_data(s, view, &mb, items).await?;
+    s.data(data);
+    Ok(Done::text("Status completed."))
+}
+
+/// The STATUS items served: others are BAD (checked before anything is answered).
+pub fn check_status_items(items: &[StatusDataItemName]) -> CmdResult<()> {
+    use StatusDataItemName as N;
+    let served = |item: &N| {
+        matches!(
+            item,
+            N::Messages | N::Recent | N::UidNext | N::UidValidity | N::Unseen | N::HighestModSeq
+        )
+    };
+    if items.iter().all(served) {
+        Ok(())
+    } else {
+        Err(CmdError::bad("Unsupported STATUS item."))
+    }
+}
+
+/// The `* STATUS` of `mb` with `items` in the order asked: what STATUS answers, and
+/// LIST's STATUS return option (RFC 5819). `view` is the selected mailbox, if any.
+pub async fn status_data<S: SessionStream>(
+    s: &mut Connection<S>,
+    view: Option<&MailboxView>,
+    mb: &StoredMailbox,
+    items: &[StatusDataItemName],
+) -> CmdResult<Data<'static>> {
+    let counts = s.ctx.store.mailbox_counts(mb.account, mb.id).await?;
     // UIDNEXT and UIDVALIDITY are never 0; a store that said so is not believed.
     let invalid = || CmdError::no_code("CANNOT", "Mailbox has no valid UIDs.");
     let mut answer = Vec::new();
@@ -213,11 +243,10 @@ pub async fn status<S: SessionStream>(
         });
     }
     let mailbox = response::wire_mailbox(&mb.name).ok_or_else(CmdError::nonexistent)?;
-    s.data(Data::Status {
+    Ok(Data::Status {
         mailbox,
         items: answer.into(),
-    });
-    Ok(Done::text("Status completed."))
+    })
 }
 
 #[cfg(test)]

@@ -26,7 +26,25 @@ use imap_codec::imap_types::command::CommandBody;
 
 use super::connection::{Connection, SessionStream};
 use super::error::{CmdError, CmdResult};
+use super::extended_list::ExtendedList;
 use super::state::{Login, PreAuth, Selected, State, Transition};
+
+/// A command to run: one imap-codec parsed, or an extended LIST (RFC 5258), which it
+/// does not parse ([`crate::imap::extended_list`]).
+pub enum Request {
+    Imap(CommandBody<'static>),
+    ListExtended(Box<ExtendedList>),
+}
+
+impl Request {
+    /// The command's name, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Imap(body) => body.name(),
+            Request::ListExtended(_) => "LIST",
+        }
+    }
+}
 
 /// What became of a command.
 pub enum Dispatched {
@@ -45,9 +63,27 @@ pub enum Dispatched {
 pub async fn dispatch<S: SessionStream>(
     c: &mut Connection<S>,
     state: &mut State,
-    body: CommandBody<'static>,
+    request: Request,
 ) -> Dispatched {
     use CommandBody as C;
+    let body = match request {
+        Request::Imap(body) => body,
+        Request::ListExtended(args) => {
+            // LIST's states (authenticated and selected); it changes none.
+            return match state {
+                State::Logout => Dispatched::Refused(CmdError::bad("Logging out.")),
+                State::NotAuthenticated { .. } => {
+                    Dispatched::Refused(CmdError::bad("Command not allowed before login."))
+                }
+                State::Authenticated { login } => {
+                    Dispatched::Ran(Box::pin(list::list_extended(c, login, None, &args)).await)
+                }
+                State::Selected { login, selected } => Dispatched::Ran(
+                    Box::pin(list::list_extended(c, login, Some(&selected.view), &args)).await,
+                ),
+            };
+        }
+    };
     let mut next = Transition::Stay;
     let authenticated = state.is_authenticated();
     let dispatched = match (&mut *state, body) {
