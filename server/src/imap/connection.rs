@@ -256,6 +256,7 @@ impl<S: SessionStream> Connection<S> {
             "MOVE",
             "CONDSTORE",
             "QRESYNC",
+            "METADATA",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(
