@@ -368,7 +368,10 @@ impl<S: SessionStream> Framed<S> {
                 .map(IntoStatic::into_static);
             let incoming = match decoded {
                 Ok(command) => Incoming::Command(command),
-                Err(_) => Incoming::Malformed { tag: self.tag() },
+                Err(_) => match unclosed_setmetadata(self.frag.message_bytes()) {
+                    Some(command) => Incoming::Command(command),
+                    None => Incoming::Malformed { tag: self.tag() },
+                },
             };
             self.message_done();
             return Ok(incoming);
@@ -466,6 +469,30 @@ fn feed(
     *pending += n;
     *fed_max = (*fed_max).max(n);
     n
+}
+
+/// Sony's CPM client (android-rcs/rcsjta, `DefaultImapService.setFolderMetadata`)
+/// leaves out the closing parenthesis of SETMETADATA's entry list:
+/// `a1 SETMETADATA folder (/private/comment "text"`. A SETMETADATA of one line (no
+/// literal) that parses once `)` is added is read so; anything else that does not
+/// parse stays malformed.
+fn unclosed_setmetadata(message: &[u8]) -> Option<Command<'static>> {
+    use imap_codec::decode::Decoder;
+    let line = message
+        .strip_suffix(b"\r\n")
+        .or_else(|| message.strip_suffix(b"\n"))?;
+    if line.contains(&b'\n') || line.ends_with(b")") {
+        return None;
+    }
+    let mut words = line.splitn(3, |b| *b == b' ');
+    let (_tag, name) = (words.next()?, words.next()?);
+    if !name.eq_ignore_ascii_case(b"SETMETADATA") {
+        return None;
+    }
+    let mut closed = line.to_vec();
+    closed.extend_from_slice(b")\r\n");
+    let (rest, command) = CommandCodec::default().decode(&closed).ok()?;
+    rest.is_empty().then(|| command.into_static())
 }
 
 fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {

@@ -355,6 +355,23 @@ mod tests {
                         "b OK GETMETADATA completed.",
                     ],
                 ),
+                // Sony's CPM client leaves out the list's closing parenthesis
+                // (codec.rs reads it as if it were there); other malformed lines stay BAD.
+                (
+                    &[
+                        "a SETMETADATA Archive (/private/comment \"Sony comment\"",
+                        "b GETMETADATA \"Archive\" /private/comment",
+                        "c SETMETADATA Archive (/private/comment",
+                        "d SETMETADATA Archive (/private/comment \"x\") extra",
+                    ],
+                    &[
+                        "a OK SETMETADATA completed.",
+                        "* METADATA \"Archive\" (/private/comment \"Sony comment\")",
+                        "b OK GETMETADATA completed.",
+                        "c BAD...",
+                        "d BAD...",
+                    ],
+                ),
                 // Invalid names are BAD (RFC 5464 3.2); a missing mailbox NONEXISTENT.
                 (
                     &[
