@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use cpmstore_storage::{
     AccountId, AccountStatus, Change, ChangeKind, CredentialRecord, Error, FlagOp, Flags,
-    MailboxId, MessageMeta, MetadataDepth, MetadataWrite, NewAccount, NewMailbox, NewMessage, OpenOptions, Store, SystemFlags,
-    UidRange, WhitelistEntry, WhitelistKind,
+    MailboxId, MessageMeta, MetadataDepth, MetadataWrite, NewAccount, NewMailbox, NewMessage,
+    OpenOptions, Store, SystemFlags, UidRange, WhitelistEntry, WhitelistKind,
 };
 use futures::TryStreamExt;
 use sqlx::{AnyPool, Row};
@@ -2518,7 +2518,10 @@ async fn metadata_entries(env: &Env) {
             .set_metadata_entries(
                 alice.id,
                 None,
-                &set(&[("/shared/comment", Some(b"s")), ("/private/comment", Some(b"p"))]),
+                &set(&[
+                    ("/shared/comment", Some(b"s")),
+                    ("/private/comment", Some(b"p"))
+                ]),
                 2,
             )
             .await

@@ -128,7 +128,7 @@ fn flow(server: &Server) {
             s[s.rfind('"').unwrap() + 1..].to_string()
         })
         .collect();
-    assert_eq!(paths, [folder.clone()], "{r:#?}");
+    assert_eq!(paths, std::slice::from_ref(&folder), "{r:#?}");
 
     // SELECT and STATUS, names unquoted.
     let r = c.command(&format!("SELECT {folder}")).ok();
@@ -186,8 +186,12 @@ fn flow(server: &Server) {
     assert!(r.all_text().contains("From the phone."), "{r:#?}");
     let r = c.command(&format!("UID FETCH 1:{uid} FAST")).ok();
     assert_eq!(r.untagged.len(), 3, "{r:#?}");
-    assert!(r.untagged.iter().all(|l| l.contains("RFC822.SIZE")), "{r:#?}");
-    c.command(&format!("UID STORE {uid} +FLAGS ($MDNSent)")).ok();
+    assert!(
+        r.untagged.iter().all(|l| l.contains("RFC822.SIZE")),
+        "{r:#?}"
+    );
+    c.command(&format!("UID STORE {uid} +FLAGS ($MDNSent)"))
+        .ok();
     c.command(&format!("UID STORE {uid} -FLAGS (\\Seen)")).ok();
     let r = c.command(&format!("UID FETCH {uid} (FLAGS)")).ok();
     let flags = &r.untagged[0];
@@ -199,10 +203,8 @@ fn flow(server: &Server) {
     // METADATA: /private/comment on the folder, as Sony sends it (the entry list
     // unclosed); the folder's HIGHESTMODSEQ goes up.
     let before = item(&status(&mut c, &folder, "HIGHESTMODSEQ"), "HIGHESTMODSEQ");
-    c.command(&format!(
-        "SETMETADATA {folder} ({COMMENT} \"Dinner plans\""
-    ))
-    .ok();
+    c.command(&format!("SETMETADATA {folder} ({COMMENT} \"Dinner plans\""))
+        .ok();
     let after = item(&status(&mut c, &folder, "HIGHESTMODSEQ"), "HIGHESTMODSEQ");
     assert!(after > before, "{before} -> {after}");
     assert_eq!(sony_get_comment(&mut c, &folder), "Dinner plans");

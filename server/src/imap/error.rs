@@ -120,7 +120,13 @@ fn code_of(code: &'static str) -> Code<'static> {
 pub fn status_line(tag: &str, err: &CmdError) -> String {
     if let CmdError::NoTyped { code, text } = err {
         let mut out = Vec::new();
-        super::response::push_status(&mut out, Some(tag), StatusKind::No, Some(code.clone()), text);
+        super::response::push_status(
+            &mut out,
+            Some(tag),
+            StatusKind::No,
+            Some(code.clone()),
+            text,
+        );
         return String::from_utf8_lossy(&out).into_owned();
     }
     let (kind, code, text): (StatusKind, Option<&str>, String) = match err {

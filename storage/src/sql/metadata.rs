@@ -133,11 +133,11 @@ impl SqlStore {
             n + 2
         );
         let rows = bind_owner(sqlx::query(&select), account, mailbox)
-        .bind(entry.as_str())
-        .bind(first.as_str())
-        .bind(last.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(entry.as_str())
+            .bind(first.as_str())
+            .bind(last.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         let mut found = Vec::with_capacity(rows.len());
         for row in rows {
             let name: String = row.try_get(0).map_err(map_sqlx)?;

@@ -22,9 +22,9 @@ use super::{PURGE_BATCH, SYSTEM_MASK, SqlStore};
 use crate::changes::ChangeBus;
 use crate::{
     Account, AccountId, AccountStatus, Appended, ConditionalStore, Copied, CredentialRecord, Error,
-    FlagOp, Flags, Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, NewAccount,
-    MetadataDepth, MetadataWrite, NewMailbox, NewMessage, PskRecord, Result, Store, SystemFlags, UidRange, Whitelist,
-    WhitelistEntry,
+    FlagOp, Flags, Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, MetadataDepth,
+    MetadataWrite, NewAccount, NewMailbox, NewMessage, PskRecord, Result, Store, SystemFlags,
+    UidRange, Whitelist, WhitelistEntry,
 };
 
 #[async_trait]

@@ -218,11 +218,7 @@ mod tests {
                     "d SEARCH OLDER 60",
                     "e SEARCH YOUNGER 60",
                 ],
-                &[
-                    "c BAD...",
-                    "d BAD...",
-                    "e BAD...",
-                ],
+                &["c BAD...", "d BAD...", "e BAD..."],
             )],
         )
         .await;

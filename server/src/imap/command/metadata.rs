@@ -22,7 +22,9 @@
 use std::borrow::Cow;
 
 use cpmstore_storage::{Error as StoreError, MailboxId, MetadataDepth, MetadataWrite};
-use imap_codec::imap_types::core::{AString, AtomExt, IString, Literal, LiteralMode, NString, Quoted};
+use imap_codec::imap_types::core::{
+    AString, AtomExt, IString, Literal, LiteralMode, NString, Quoted,
+};
 use imap_codec::imap_types::core::{NString8, Vec1};
 use imap_codec::imap_types::extensions::binary::Literal8;
 use imap_codec::imap_types::extensions::metadata::{
@@ -261,15 +263,16 @@ fn wire_value(value: Option<Vec<u8>>) -> CmdResult<NString8<'static>> {
         return Ok(NString8::NString(NString(None)));
     };
     let printable = value.len() < 1024 && value.iter().all(|b| (0x20..0x7f).contains(b));
-    if printable && let Ok(text) = String::from_utf8(value.clone()) {
-        if let Ok(quoted) = Quoted::try_from(text) {
-            return Ok(NString8::NString(NString(Some(IString::Quoted(quoted)))));
-        }
+    if printable
+        && let Ok(text) = String::from_utf8(value.clone())
+        && let Ok(quoted) = Quoted::try_from(text)
+    {
+        return Ok(NString8::NString(NString(Some(IString::Quoted(quoted)))));
     }
-    if !value.contains(&0) {
-        if let Ok(literal) = Literal::try_from(value.clone()) {
-            return Ok(NString8::NString(NString(Some(IString::Literal(literal)))));
-        }
+    if !value.contains(&0)
+        && let Ok(literal) = Literal::try_from(value.clone())
+    {
+        return Ok(NString8::NString(NString(Some(IString::Literal(literal)))));
     }
     Ok(NString8::Literal8(Literal8 {
         data: Cow::Owned(value),
