@@ -4,7 +4,7 @@
 //! - `lib.rs` (this file): the [`Store`] trait, the model types and [`Error`].
 //! - `sql/`: the one SQL implementation of [`Store`], over `sqlx::Any`, shared by both
 //!   backends: `mod.rs` (the store, its transactions and retries), one module per domain
-//!   (`accounts`, `mailboxes`, `messages`, `whitelists`), `rows` (rows into model
+//!   (`accounts`, `mailboxes`, `messages`, `metadata`, `whitelists`), `rows` (rows into model
 //!   types, shared values and statements) and `store` (the trait implementation).
 //! - `sqlite.rs` / `postgres.rs`: what differs per backend (connecting, pragmas, migrations,
 //!   and for PostgreSQL the LISTEN/NOTIFY leg of the change bus).
@@ -372,6 +372,26 @@ pub struct Whitelist {
     pub loaded_at: i64,
 }
 
+/// How far below an entry [`Store::metadata_below`] reads (RFC 5464 `DEPTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataDepth {
+    /// The entry alone (`DEPTH 0`).
+    Entry,
+    /// The entry and those one level below it (`DEPTH 1`).
+    Children,
+    /// The entry and everything below it (`DEPTH infinity`).
+    All,
+}
+
+/// The outcome of [`Store::set_metadata_entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataWrite {
+    /// Every entry was set or removed.
+    Written,
+    /// Nothing was written: the mailbox (or server) would hold more entries than allowed.
+    TooMany,
+}
+
 /// The storage of cpmstore. One implementation over SQL serves both backends; the
 /// backend is chosen once, from the URL scheme, by [`open`].
 #[async_trait::async_trait]
@@ -639,6 +659,37 @@ pub trait Store: Send + Sync + 'static {
         mailbox: Option<MailboxId>,
         entry: &str,
     ) -> Result<Option<Vec<u8>>>;
+    /// RFC 5464 SETMETADATA: sets (`Some`) or removes (`None`) several entries of the
+    /// mailbox, or of the server with `mailbox: None`, all or none, in one transaction.
+    ///
+    /// Entry names are stored in ASCII lower case (they compare case-insensitively); an
+    /// empty name gives [`Error::Invalid`] (the IMAP layer checks RFC 5464's syntax).
+    /// If the writes would leave more than `max_entries` entries where there were fewer
+    /// (or would add to a count already at or over it), nothing is written and the
+    /// answer is [`MetadataWrite::TooMany`]. When anything changed, a mailbox's
+    /// HIGHESTMODSEQ goes up by one (CONDSTORE clients see the folder changed) and one
+    /// [`ChangeKind::Metadata`] change is published; removing entries that are not
+    /// there changes nothing. An unknown (or another account's) mailbox gives
+    /// [`Error::NotFound`]. Entries go with their mailbox (DELETE) or account, and stay
+    /// with a renamed mailbox (they are keyed by its id).
+    async fn set_metadata_entries(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entries: &[(String, Option<Vec<u8>>)],
+        max_entries: usize,
+    ) -> Result<MetadataWrite>;
+    /// RFC 5464 GETMETADATA with DEPTH: the entry `entry` (any case) if set, and the
+    /// entries below it (`entry/...`) as far as `depth` says, as (lower-case name,
+    /// value), sorted by name (byte order). An unknown mailbox gives
+    /// [`Error::NotFound`].
+    async fn metadata_below(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entry: &str,
+        depth: MetadataDepth,
+    ) -> Result<Vec<(String, Vec<u8>)>>;
 
     // --- whitelists -----------------------------------------------------------------
     /// Replaces the whitelist of (account, context) atomically.

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use cpmstore_storage::{
     AccountId, AccountStatus, Change, ChangeKind, CredentialRecord, Error, FlagOp, Flags,
-    MailboxId, MessageMeta, NewAccount, NewMailbox, NewMessage, OpenOptions, Store, SystemFlags,
-    UidRange, WhitelistEntry, WhitelistKind,
+    MailboxId, MessageMeta, MetadataDepth, MetadataWrite, NewAccount, NewMailbox, NewMessage,
+    OpenOptions, Store, SystemFlags, UidRange, WhitelistEntry, WhitelistKind,
 };
 use futures::TryStreamExt;
 use sqlx::{AnyPool, Row};
@@ -74,6 +74,7 @@ stories!(
     quota,
     claim_recent,
     metadata,
+    metadata_entries,
     whitelists,
     remove_account,
     change_bus,
@@ -2377,6 +2378,213 @@ async fn metadata(env: &Env) {
             .set_metadata(AccountId(987_654), None, entry, Some(b"x"))
             .await,
         Error::NotFound(_)
+    );
+}
+
+/// SETMETADATA's storage: several entries at once, all or none; the entry limit;
+/// DEPTH; removal with NIL; values as bytes; entries that follow a renamed mailbox and
+/// go with a deleted one.
+async fn metadata_entries(env: &Env) {
+    let store = &env.store;
+    let alice = store.create_account(bare_account("alice")).await.unwrap();
+    let folder_mb = store
+        .create_mailbox(alice.id, folder("Conv"))
+        .await
+        .unwrap();
+    let set = |entries: &[(&str, Option<&[u8]>)]| -> Vec<(String, Option<Vec<u8>>)> {
+        entries
+            .iter()
+            .map(|(e, v)| ((*e).to_owned(), v.map(<[u8]>::to_vec)))
+            .collect()
+    };
+    let binary: &[u8] = b"\x00\xff\r\n bytes";
+    let mut rx = store.changes().subscribe();
+    let written = store
+        .set_metadata_entries(
+            alice.id,
+            Some(folder_mb.id),
+            &set(&[
+                ("/private/comment", Some(b"hello")),
+                ("/private/Vendor/A", Some(binary)),
+                ("/private/vendor/a/deep", Some(b"deep")),
+                ("/private/vendorx", Some(b"not below vendor")),
+            ]),
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, MetadataWrite::Written);
+    // One change and one MODSEQ for the whole command.
+    let change = next_change(&mut rx).await;
+    assert_eq!(change.kind, ChangeKind::Metadata);
+    let after = store.mailbox_by_id(alice.id, folder_mb.id).await.unwrap();
+    assert_eq!(after.highestmodseq, folder_mb.highestmodseq + 1);
+    assert_eq!(change.modseq, after.highestmodseq);
+    quiet(&mut rx).await;
+
+    let names = |found: Vec<(String, Vec<u8>)>| -> Vec<String> {
+        found.into_iter().map(|(name, _)| name).collect()
+    };
+    let below = |entry: &'static str, depth| {
+        let store = store.clone();
+        async move {
+            store
+                .metadata_below(alice.id, Some(folder_mb.id), entry, depth)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        below("/private/vendor", MetadataDepth::Entry).await,
+        Vec::<(String, Vec<u8>)>::new()
+    );
+    assert_eq!(
+        below("/PRIVATE/VENDOR", MetadataDepth::Children).await,
+        vec![("/private/vendor/a".to_owned(), binary.to_vec())]
+    );
+    assert_eq!(
+        names(below("/private/vendor", MetadataDepth::All).await),
+        ["/private/vendor/a", "/private/vendor/a/deep"]
+    );
+    assert_eq!(
+        names(below("/private", MetadataDepth::All).await),
+        [
+            "/private/comment",
+            "/private/vendor/a",
+            "/private/vendor/a/deep",
+            "/private/vendorx"
+        ]
+    );
+
+    // At the limit: a new entry is refused and nothing of the command is written, but
+    // replacing and removing still work.
+    let too_many = store
+        .set_metadata_entries(
+            alice.id,
+            Some(folder_mb.id),
+            &set(&[
+                ("/private/comment", Some(b"replaced?")),
+                ("/private/new", Some(b"x")),
+            ]),
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(too_many, MetadataWrite::TooMany);
+    quiet(&mut rx).await;
+    assert_eq!(
+        store
+            .metadata(alice.id, Some(folder_mb.id), "/private/comment")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"hello"[..])
+    );
+    let swapped = store
+        .set_metadata_entries(
+            alice.id,
+            Some(folder_mb.id),
+            &set(&[("/private/vendorx", None), ("/private/new", Some(b"x"))]),
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(swapped, MetadataWrite::Written);
+    // Removing what is not there changes nothing: no MODSEQ, no change.
+    let before = store.mailbox_by_id(alice.id, folder_mb.id).await.unwrap();
+    let _ = next_change(&mut rx).await;
+    store
+        .set_metadata_entries(
+            alice.id,
+            Some(folder_mb.id),
+            &set(&[("/private/absent", None)]),
+            4,
+        )
+        .await
+        .unwrap();
+    quiet(&mut rx).await;
+    assert_eq!(
+        store
+            .mailbox_by_id(alice.id, folder_mb.id)
+            .await
+            .unwrap()
+            .highestmodseq,
+        before.highestmodseq
+    );
+
+    // Server entries count apart from mailbox entries.
+    assert_eq!(
+        store
+            .set_metadata_entries(
+                alice.id,
+                None,
+                &set(&[
+                    ("/shared/comment", Some(b"s")),
+                    ("/private/comment", Some(b"p"))
+                ]),
+                2,
+            )
+            .await
+            .unwrap(),
+        MetadataWrite::Written
+    );
+    assert_eq!(
+        names(
+            store
+                .metadata_below(alice.id, None, "/shared", MetadataDepth::Children)
+                .await
+                .unwrap()
+        ),
+        ["/shared/comment"]
+    );
+    assert_err!(
+        store
+            .set_metadata_entries(alice.id, None, &set(&[("", Some(b"x"))]), 2)
+            .await,
+        Error::Invalid(_)
+    );
+
+    // RENAME keeps the entries (same id); DELETE takes them.
+    store
+        .rename_mailbox(alice.id, "Conv", "Renamed")
+        .await
+        .unwrap();
+    let renamed = store.mailbox(alice.id, "Renamed").await.unwrap();
+    assert_eq!(renamed.id, folder_mb.id);
+    assert_eq!(
+        store
+            .metadata(alice.id, Some(renamed.id), "/private/comment")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"hello"[..])
+    );
+    store.delete_mailbox(alice.id, "Renamed").await.unwrap();
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM metadata WHERE account_id = $1 AND mailbox_id IS NOT NULL",
+    )
+    .bind(alice.id.0)
+    .fetch_one(&env.raw)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    assert_err!(
+        store
+            .metadata_below(alice.id, Some(renamed.id), "/private", MetadataDepth::All)
+            .await,
+        Error::NotFound(_)
+    );
+    // A new mailbox of the same name starts with none.
+    let again = store
+        .create_mailbox(alice.id, folder("Renamed"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .metadata_below(alice.id, Some(again.id), "/private", MetadataDepth::All)
+            .await
+            .unwrap(),
+        Vec::<(String, Vec<u8>)>::new()
     );
 }
 

@@ -377,15 +377,20 @@ impl<S: SessionStream> Framed<S> {
                 .map(IntoStatic::into_static);
             let incoming = match decoded {
                 Ok(command) => Incoming::Command(command),
-                // Whole but not imap-codec's: an extended LIST, or malformed.
+                // Whole but not imap-codec's: an extended LIST, Sony's unclosed
+                // SETMETADATA, or malformed.
                 Err(DecodeMessageError::DecodingFailure(_))
                 | Err(DecodeMessageError::DecodingRemainder { .. }) => {
-                    match (self.tag(), extended_list::parse(self.frag.message_bytes())) {
+                    let bytes = self.frag.message_bytes();
+                    match (self.tag(), extended_list::parse(bytes)) {
                         (Some(tag), Some(list)) => Incoming::ListExtended {
                             tag,
                             list: Box::new(list),
                         },
-                        (tag, _) => Incoming::Malformed { tag },
+                        (tag, _) => match unclosed_setmetadata(bytes) {
+                            Some(command) => Incoming::Command(command),
+                            None => Incoming::Malformed { tag },
+                        },
                     }
                 }
                 Err(_) => Incoming::Malformed { tag: self.tag() },
@@ -486,6 +491,30 @@ fn feed(
     *pending += n;
     *fed_max = (*fed_max).max(n);
     n
+}
+
+/// Sony's CPM client (android-rcs/rcsjta, `DefaultImapService.setFolderMetadata`)
+/// leaves out the closing parenthesis of SETMETADATA's entry list:
+/// `a1 SETMETADATA folder (/private/comment "text"`. A SETMETADATA of one line (no
+/// literal) that parses once `)` is added is read so; anything else that does not
+/// parse stays malformed.
+fn unclosed_setmetadata(message: &[u8]) -> Option<Command<'static>> {
+    use imap_codec::decode::Decoder;
+    let line = message
+        .strip_suffix(b"\r\n")
+        .or_else(|| message.strip_suffix(b"\n"))?;
+    if line.contains(&b'\n') || line.ends_with(b")") {
+        return None;
+    }
+    let mut words = line.splitn(3, |b| *b == b' ');
+    let (_tag, name) = (words.next()?, words.next()?);
+    if !name.eq_ignore_ascii_case(b"SETMETADATA") {
+        return None;
+    }
+    let mut closed = line.to_vec();
+    closed.extend_from_slice(b")\r\n");
+    let (rest, command) = CommandCodec::default().decode(&closed).ok()?;
+    rest.is_empty().then(|| command.into_static())
 }
 
 fn new_fragmentizer(limits: FrameLimits) -> Fragmentizer {

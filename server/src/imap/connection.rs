@@ -258,6 +258,7 @@ impl<S: SessionStream> Connection<S> {
             "QRESYNC",
             "LIST-EXTENDED",
             "LIST-STATUS",
+            "METADATA",
         ]);
         let mut s = caps.join(" ");
         s.push_str(&format!(

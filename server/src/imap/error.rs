@@ -1,6 +1,7 @@
 //! The one place that maps errors to IMAP answers.
 
 use cpmstore_storage::Error as StoreError;
+use imap_codec::imap_types::extensions::metadata::MetadataCode;
 use imap_codec::imap_types::response::{Code, StatusKind};
 
 /// Why a command did not complete.
@@ -11,6 +12,9 @@ pub enum CmdError {
         code: Option<&'static str>,
         text: String,
     },
+    /// `NO` with a typed response code that carries values, e.g. RFC 5464's
+    /// `[METADATA MAXSIZE n]`.
+    NoTyped { code: Code<'static>, text: String },
     /// `BAD`: the command is malformed or not allowed in this state.
     Bad(String),
     /// Storage failed.
@@ -61,6 +65,13 @@ impl CmdError {
     pub fn bad(text: impl Into<String>) -> Self {
         CmdError::Bad(text.into())
     }
+    /// `NO [METADATA ...]` (RFC 5464 4.3).
+    pub fn metadata(code: MetadataCode, text: impl Into<String>) -> Self {
+        CmdError::NoTyped {
+            code: Code::Metadata(code),
+            text: text.into(),
+        }
+    }
     pub fn nonexistent() -> Self {
         CmdError::no_code("NONEXISTENT", "Mailbox doesn't exist")
     }
@@ -107,8 +118,20 @@ fn code_of(code: &'static str) -> Code<'static> {
 }
 
 pub fn status_line(tag: &str, err: &CmdError) -> String {
+    if let CmdError::NoTyped { code, text } = err {
+        let mut out = Vec::new();
+        super::response::push_status(
+            &mut out,
+            Some(tag),
+            StatusKind::No,
+            Some(code.clone()),
+            text,
+        );
+        return String::from_utf8_lossy(&out).into_owned();
+    }
     let (kind, code, text): (StatusKind, Option<&str>, String) = match err {
         CmdError::No { code, text } => (StatusKind::No, *code, text.clone()),
+        CmdError::NoTyped { text, .. } => (StatusKind::No, None, text.clone()),
         CmdError::Bad(text) => (StatusKind::Bad, None, text.clone()),
         CmdError::Store(e) => match e {
             StoreError::NotFound(_) => (
@@ -155,6 +178,14 @@ mod tests {
             (
                 CmdError::Store(StoreError::OverQuota),
                 "a NO [OVERQUOTA] Quota exceeded\r\n",
+            ),
+            (
+                CmdError::metadata(MetadataCode::MaxSize(65536), "Value too large"),
+                "a NO [METADATA MAXSIZE 65536] Value too large\r\n",
+            ),
+            (
+                CmdError::metadata(MetadataCode::TooMany, "Too many entries"),
+                "a NO [METADATA TOOMANY] Too many entries\r\n",
             ),
             (
                 CmdError::bad("Unknown command"),

@@ -295,7 +295,7 @@ async fn execute<S: SessionStream>(
         Err(CmdError::Io(_)) => "io",
         Err(CmdError::Bye(_)) => "bye",
         Err(CmdError::Bad(_)) => "bad",
-        Err(CmdError::No { .. } | CmdError::Store(_)) => "no",
+        Err(CmdError::No { .. } | CmdError::NoTyped { .. } | CmdError::Store(_)) => "no",
     };
     c.ctx.metrics.command(name, outcome, started.elapsed());
     match &result {

@@ -1,5 +1,5 @@
 //! Mailboxes: create, rename (INBOX included), delete, subscriptions, `\Recent`,
-//! metadata, and the mailbox row lock every message write begins with.
+//! and the mailbox row lock every message write begins with (metadata: `metadata.rs`).
 
 use std::collections::BTreeSet;
 
@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::messages::{SELECT_MAILBOX_MESSAGES, insert_tombstone};
 use super::rows::{
-    exists_or, lock_mailbox, mailbox_change, mailbox_from_row, meta_from_row, not_found_account,
+    exists_or, mailbox_change, mailbox_from_row, meta_from_row, not_found_account,
     not_found_mailbox, now, require_account_tx, to_u32, to_u64,
 };
 use super::{INBOX, SqlStore, TxResult};
@@ -352,85 +352,6 @@ impl SqlStore {
             .await?
             .ok_or_else(|| not_found_mailbox(mailbox))?;
         Ok(to_u32(row.try_get(0)?, "recent uid")?)
-    }
-
-    pub(super) async fn set_metadata_tx(
-        &self,
-        account: AccountId,
-        mailbox: Option<MailboxId>,
-        entry: &str,
-        value: Option<&[u8]>,
-    ) -> TxResult<()> {
-        let entry = entry.to_ascii_lowercase();
-        if entry.is_empty() {
-            return Err(Error::Invalid("empty metadata entry name".into()).into());
-        }
-        let mut tx = self.begin().await?;
-        let modseq = match mailbox {
-            Some(mailbox) => {
-                lock_mailbox(&mut tx, account, mailbox, 1)
-                    .await?
-                    .highestmodseq
-            }
-            None => {
-                require_account_tx(&mut tx, account).await?;
-                0
-            }
-        };
-        let mailbox_db = mailbox.map(|m| m.0);
-        let touched = match (value, mailbox_db) {
-            (None, None) => {
-                sqlx::query("DELETE FROM metadata WHERE account_id = $1 AND mailbox_id IS NULL AND entry = $2")
-                    .bind(account.0)
-                    .bind(entry.as_str())
-                    .execute(&mut *tx)
-                    .await?
-            }
-            (None, Some(mailbox)) => {
-                sqlx::query("DELETE FROM metadata WHERE account_id = $1 AND mailbox_id = $2 AND entry = $3")
-                    .bind(account.0)
-                    .bind(mailbox)
-                    .bind(entry.as_str())
-                    .execute(&mut *tx)
-                    .await?
-            }
-            (Some(value), None) => {
-                sqlx::query(
-                    "INSERT INTO metadata (account_id, mailbox_id, entry, value) VALUES ($1, NULL, $2, $3) \
-                     ON CONFLICT (account_id, entry) WHERE mailbox_id IS NULL DO UPDATE SET value = excluded.value",
-                )
-                .bind(account.0)
-                .bind(entry.as_str())
-                .bind(value.to_vec())
-                .execute(&mut *tx)
-                .await?
-            }
-            (Some(value), Some(mailbox)) => {
-                sqlx::query(
-                    "INSERT INTO metadata (account_id, mailbox_id, entry, value) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (account_id, mailbox_id, entry) WHERE mailbox_id IS NOT NULL \
-                     DO UPDATE SET value = excluded.value",
-                )
-                .bind(account.0)
-                .bind(mailbox)
-                .bind(entry.as_str())
-                .bind(value.to_vec())
-                .execute(&mut *tx)
-                .await?
-            }
-        };
-        if touched.rows_affected() == 0 {
-            // Removing an entry that is not there: nothing to tell anyone.
-            tx.rollback().await?;
-            return Ok(());
-        }
-        let change = Change {
-            account,
-            mailbox,
-            modseq,
-            kind: ChangeKind::Metadata,
-        };
-        self.commit(tx, vec![change]).await
     }
 }
 

@@ -22,7 +22,7 @@
 //! # Layout
 //! - this file: the [`SqlStore`] type, its transactions and the retry loop, and the
 //!   SQL text macros the domains share;
-//! - [`accounts`], [`mailboxes`], [`messages`], [`whitelists`]: each domain's write
+//! - [`accounts`], [`mailboxes`], [`messages`], [`metadata`], [`whitelists`]: each domain's write
 //!   transactions, its SQL text and the statements they run;
 //! - [`rows`]: rows into model types, conversions, errors and change events;
 //! - [`store`]: the [`Store`] trait implemented over all of them.
@@ -69,6 +69,7 @@ macro_rules! meta_columns {
 mod accounts;
 mod mailboxes;
 mod messages;
+mod metadata;
 mod rows;
 mod store;
 mod whitelists;

@@ -22,9 +22,9 @@ use super::{PURGE_BATCH, SYSTEM_MASK, SqlStore};
 use crate::changes::ChangeBus;
 use crate::{
     Account, AccountId, AccountStatus, Appended, ConditionalStore, Copied, CredentialRecord, Error,
-    FlagOp, Flags, Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, NewAccount,
-    NewMailbox, NewMessage, PskRecord, Result, Store, SystemFlags, UidRange, Whitelist,
-    WhitelistEntry,
+    FlagOp, Flags, Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, MetadataDepth,
+    MetadataWrite, NewAccount, NewMailbox, NewMessage, PskRecord, Result, Store, SystemFlags,
+    UidRange, Whitelist, WhitelistEntry,
 };
 
 #[async_trait]
@@ -589,8 +589,10 @@ impl Store for SqlStore {
         entry: &str,
         value: Option<&[u8]>,
     ) -> Result<()> {
-        self.retry(|| Box::pin(self.set_metadata_tx(account, mailbox, entry, value)))
+        let entries = [(entry.to_owned(), value.map(<[u8]>::to_vec))];
+        self.set_metadata_entries(account, mailbox, &entries, usize::MAX)
             .await
+            .map(|_| ())
     }
 
     async fn metadata(
@@ -599,28 +601,35 @@ impl Store for SqlStore {
         mailbox: Option<MailboxId>,
         entry: &str,
     ) -> Result<Option<Vec<u8>>> {
-        let entry = entry.to_ascii_lowercase();
-        let row = match mailbox {
-            Some(mailbox) => {
-                self.read_mailbox(account, mailbox).await.map_err(|e| self.fail(e))?;
-                sqlx::query("SELECT value FROM metadata WHERE account_id = $1 AND mailbox_id = $2 AND entry = $3")
-                    .bind(account.0)
-                    .bind(mailbox.0)
-                    .bind(entry)
-                    .fetch_optional(&self.pool)
-                    .await
-            }
-            None => {
-                self.require_account(account).await.map_err(|e| self.fail(e))?;
-                sqlx::query("SELECT value FROM metadata WHERE account_id = $1 AND mailbox_id IS NULL AND entry = $2")
-                    .bind(account.0)
-                    .bind(entry)
-                    .fetch_optional(&self.pool)
-                    .await
-            }
-        }
-        .map_err(|e| self.map_err(e))?;
-        row.map(|row| row.try_get(0).map_err(map_sqlx)).transpose()
+        let found = self
+            .metadata_below(account, mailbox, entry, MetadataDepth::Entry)
+            .await?;
+        Ok(found.into_iter().next().map(|(_, value)| value))
+    }
+
+    async fn set_metadata_entries(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entries: &[(String, Option<Vec<u8>>)],
+        max_entries: usize,
+    ) -> Result<MetadataWrite> {
+        self.retry(|| {
+            Box::pin(self.set_metadata_entries_tx(account, mailbox, entries, max_entries))
+        })
+        .await
+    }
+
+    async fn metadata_below(
+        &self,
+        account: AccountId,
+        mailbox: Option<MailboxId>,
+        entry: &str,
+        depth: MetadataDepth,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        self.metadata_below_read(account, mailbox, entry, depth)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     async fn set_whitelist(

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod idle;
 pub mod list;
 pub mod mailbox;
+pub mod metadata;
 pub mod search;
 pub mod select;
 pub mod store;
@@ -219,10 +220,15 @@ async fn authenticated_state<S: SessionStream>(
             .await
         }
         C::Idle => Box::pin(idle::idle(c, login, selected)).await,
-        // imap-codec parses METADATA (RFC 5464); it is neither served nor advertised yet.
-        C::GetMetadata { .. } | C::SetMetadata { .. } => {
-            Err(CmdError::bad("METADATA is not supported."))
-        }
+        C::GetMetadata {
+            options,
+            mailbox,
+            entries,
+        } => Box::pin(metadata::get(c, login, &options, &mailbox, &entries)).await,
+        C::SetMetadata {
+            mailbox,
+            entry_values,
+        } => Box::pin(metadata::set(c, login, &mailbox, &entry_values)).await,
         _ => {
             return Dispatched::Refused(CmdError::bad("Command not allowed in this state."));
         }
