@@ -16,6 +16,9 @@
 //! | `cpmstore_push_decisions_total` | counter | `ingress`, `outcome`, `origin_type`, `reason` |
 //! | `cpmstore_storage_errors_total` | counter | `component` |
 //! | `cpmstore_admin_requests_total` | counter | `operation`, `status` |
+//! | `cpmstore_cpm_requests_total` | counter | `operation` (`deposit`, `events`), `status` |
+//! | `cpmstore_cpm_deposits_total` | counter | `result` (`created`, `repeated`) |
+//! | `cpmstore_cpm_events_total` | counter | `result` (`applied`, `unknown`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,9 @@ pub struct Metrics {
     push_decisions: IntCounterVec,
     storage_errors: IntCounterVec,
     admin_requests: IntCounterVec,
+    cpm_requests: IntCounterVec,
+    cpm_deposits: IntCounterVec,
+    cpm_events: IntCounterVec,
 }
 
 /// Held by an open connection; the `connections_open` gauge goes down when dropped.
@@ -123,6 +129,27 @@ impl Metrics {
             ),
             &["operation", "status"],
         )?;
+        let cpm_requests = IntCounterVec::new(
+            Opts::new(
+                "cpm_requests_total",
+                "CPM deposit and event-report API requests, by operation and HTTP status.",
+            ),
+            &["operation", "status"],
+        )?;
+        let cpm_deposits = IntCounterVec::new(
+            Opts::new(
+                "cpm_deposits_total",
+                "CPM objects deposited: created, or repeated (same IMDN-Message-ID, nothing stored).",
+            ),
+            &["result"],
+        )?;
+        let cpm_events = IntCounterVec::new(
+            Opts::new(
+                "cpm_events_total",
+                "CPM event-report entries: applied to at least one object, or naming an unknown IMDN-Message-ID.",
+            ),
+            &["result"],
+        )?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(logins.clone()))?;
@@ -131,6 +158,15 @@ impl Metrics {
         registry.register(Box::new(push_decisions.clone()))?;
         registry.register(Box::new(storage_errors.clone()))?;
         registry.register(Box::new(admin_requests.clone()))?;
+        registry.register(Box::new(cpm_requests.clone()))?;
+        registry.register(Box::new(cpm_deposits.clone()))?;
+        registry.register(Box::new(cpm_events.clone()))?;
+        for result in ["created", "repeated"] {
+            cpm_deposits.with_label_values(&[result]);
+        }
+        for result in ["applied", "unknown"] {
+            cpm_events.with_label_values(&[result]);
+        }
         for component in STORAGE_COMPONENTS {
             storage_errors.with_label_values(&[component]);
         }
@@ -144,6 +180,9 @@ impl Metrics {
             push_decisions,
             storage_errors,
             admin_requests,
+            cpm_requests,
+            cpm_deposits,
+            cpm_events,
         }))
     }
 
@@ -200,6 +239,30 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a CPM API request (`deposit` or `events`) and its HTTP status.
+    pub fn cpm_request(&self, operation: &str, status: u16) {
+        self.cpm_requests
+            .with_label_values(&[operation, &status.to_string()])
+            .inc();
+    }
+
+    /// Counts a deposit that stored an object (`repeated` false) or found it stored.
+    pub fn cpm_deposit(&self, repeated: bool) {
+        let result = if repeated { "repeated" } else { "created" };
+        self.cpm_deposits.with_label_values(&[result]).inc();
+    }
+
+    /// Counts an event report's entries: `applied` found objects, `unknown` did not.
+    pub fn cpm_events(&self, applied: usize, unknown: usize) {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.cpm_events
+            .with_label_values(&["applied"])
+            .inc_by(count(applied));
+        self.cpm_events
+            .with_label_values(&["unknown"])
+            .inc_by(count(unknown));
+    }
+
     /// Everything, in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> Result<Vec<u8>, MetricsError> {
         let mut out = Vec::with_capacity(8192);
@@ -223,6 +286,9 @@ mod tests {
             m.push_decision("http", "delivered", "ppg", "matched");
             m.storage_error("imap");
             m.admin_request("subscriber_add", 201);
+            m.cpm_request("deposit", 201);
+            m.cpm_deposit(false);
+            m.cpm_events(2, 1);
             let text = String::from_utf8(m.render().unwrap()).unwrap();
             assert!(text.contains("cpmstore_connections_open{listener=\"imaps\"} 1"));
         }
@@ -237,6 +303,11 @@ mod tests {
             "cpmstore_push_decisions_total{ingress=\"http\",origin_type=\"ppg\",outcome=\"delivered\",reason=\"matched\"} 1",
             "cpmstore_storage_errors_total{component=\"imap\"} 1",
             "cpmstore_admin_requests_total{operation=\"subscriber_add\",status=\"201\"} 1",
+            "cpmstore_cpm_requests_total{operation=\"deposit\",status=\"201\"} 1",
+            "cpmstore_cpm_deposits_total{result=\"created\"} 1",
+            "cpmstore_cpm_deposits_total{result=\"repeated\"} 0",
+            "cpmstore_cpm_events_total{result=\"applied\"} 2",
+            "cpmstore_cpm_events_total{result=\"unknown\"} 1",
         ] {
             assert!(text.contains(family), "{family} missing from\n{text}");
         }

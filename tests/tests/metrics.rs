@@ -308,3 +308,75 @@ fn readiness_follows_the_database() {
     assert_eq!(request(http, "GET", "/healthz", &[], b"", None).status, 200);
     assert!(errors(&scrape(&server)) > before);
 }
+
+#[test]
+fn cpm_deposits_and_events_are_counted() {
+    const TOKEN: &str = "metrics-cpm-admin-token-0123";
+    let server = Server::start_with(ServerOptions {
+        admin_token: Some(TOKEN.into()),
+        ..Default::default()
+    });
+    server.add_user("carol", PASSWORD);
+    let before = scrape(&server);
+    for result in ["created", "repeated"] {
+        let labels = [("result", result)];
+        assert!(
+            find(&before, "cpmstore_cpm_deposits_total", &labels).is_some(),
+            "deposits {result} exported from the start"
+        );
+    }
+    let chat = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/cpm/chat-message.eml"
+    ))
+    .unwrap();
+    let post = |path: &str, token: &str, body: &[u8]| {
+        let auth = format!("Bearer {token}");
+        request(
+            server.http.unwrap(),
+            "POST",
+            path,
+            &[("Authorization", &auth)],
+            body,
+            None,
+        )
+    };
+    let path = "/v1/cpm/carol/conversations/f3c1b7e0-5a2d-4c9e-9b1a-2d7e8c4a6f01/objects";
+    assert_eq!(post(path, TOKEN, &chat).status, 201);
+    assert_eq!(post(path, TOKEN, &chat).status, 200);
+    assert_eq!(post(path, TOKEN, &chat).status, 200);
+    assert_eq!(post(path, "wrong-token-wrong-token", &chat).status, 401);
+    let events = br#"{"events": [
+        {"imdn_message_id": "Xk2mQ7rT0a9LpZ3c", "add": ["\\Seen"]},
+        {"imdn_message_id": "no-such-id", "add": ["\\Seen"]}]}"#;
+    assert_eq!(post("/v1/cpm/carol/events", TOKEN, events).status, 200);
+
+    let after = scrape(&server);
+    let count = |metric: &str, labels: &[(&str, &str)]| value(&after, metric, labels);
+    assert_eq!(
+        count("cpmstore_cpm_deposits_total", &[("result", "created")]),
+        1.0
+    );
+    assert_eq!(
+        count("cpmstore_cpm_deposits_total", &[("result", "repeated")]),
+        2.0
+    );
+    let requests = |operation: &str, status: &str| {
+        count(
+            "cpmstore_cpm_requests_total",
+            &[("operation", operation), ("status", status)],
+        )
+    };
+    assert_eq!(requests("deposit", "201"), 1.0);
+    assert_eq!(requests("deposit", "200"), 2.0);
+    assert_eq!(requests("deposit", "401"), 1.0);
+    assert_eq!(requests("events", "200"), 1.0);
+    assert_eq!(
+        count("cpmstore_cpm_events_total", &[("result", "applied")]),
+        1.0
+    );
+    assert_eq!(
+        count("cpmstore_cpm_events_total", &[("result", "unknown")]),
+        1.0
+    );
+}

@@ -91,6 +91,7 @@ async fn deposit(
             repeated = deposited.repeated,
             "CPM object deposited"
         );
+        state.metrics.cpm_deposit(deposited.repeated);
         let status = if deposited.repeated {
             StatusCode::OK
         } else {
@@ -99,7 +100,7 @@ async fn deposit(
         Ok(answer(status, json!(deposited)))
     }
     .await;
-    finish(&user, "deposit", outcome)
+    finish(&state, &user, "deposit", outcome)
 }
 
 async fn events(
@@ -127,10 +128,13 @@ async fn events(
             unknown = applied.unknown.len(),
             "CPM event report applied"
         );
+        state
+            .metrics
+            .cpm_events(applied.applied, applied.unknown.len());
         Ok(answer(StatusCode::OK, json!(applied)))
     }
     .await;
-    finish(&user, "events", outcome)
+    finish(&state, &user, "events", outcome)
 }
 
 /// Why a call failed.
@@ -143,8 +147,13 @@ enum Failure {
     Cpm(CpmError),
 }
 
-fn finish(user: &str, operation: &str, outcome: Result<Response, Failure>) -> Response {
-    match outcome {
+fn finish(
+    state: &AppState,
+    user: &str,
+    operation: &str,
+    outcome: Result<Response, Failure>,
+) -> Response {
+    let response = match outcome {
         Ok(response) => response,
         Err(Failure::Off) => error(
             StatusCode::NOT_FOUND,
@@ -174,7 +183,11 @@ fn finish(user: &str, operation: &str, outcome: Result<Response, Failure>) -> Re
             error(status, &e.to_string())
         }
     }
-    .into_response()
+    .into_response();
+    state
+        .metrics
+        .cpm_request(operation, response.status().as_u16());
+    response
 }
 
 /// The admin token or the deposit token, compared as SHA-256 digests in constant time.
