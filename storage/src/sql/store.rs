@@ -543,6 +543,72 @@ impl Store for SqlStore {
         Ok(uids)
     }
 
+    async fn uids_by_header_containing(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        name: &str,
+        needle: &str,
+    ) -> Result<Vec<u32>> {
+        let Some(name) = crate::cpm::indexed_name(name) else {
+            return Err(Error::Invalid(format!("header {name:?} is not indexed")));
+        };
+        self.read_mailbox(account, mailbox)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let folded = needle.to_ascii_lowercase();
+        let chars = i64::try_from(folded.chars().count())
+            .map_err(|_| Error::Invalid("search string too long".into()))?;
+        // Equal values: the value index (account, name, folded, mailbox, uid).
+        let equal = sqlx::query(
+            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND name = $2 AND folded = $3 \
+             AND mailbox_id = $4",
+        )
+        .bind(account.0)
+        .bind(name)
+        .bind(folded.as_str())
+        .bind(mailbox.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.map_err(e))?;
+        // Longer values that contain it: the length index (account, mailbox, name,
+        // length(folded)), written exactly as indexed so that the planner uses it.
+        let mut pattern = String::with_capacity(folded.len() + 2);
+        pattern.push('%');
+        for c in folded.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        let longer = sqlx::query(
+            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $2 AND name = $3 \
+             AND length(folded) > CAST($4 AS INTEGER) AND folded LIKE $5 ESCAPE '\\'",
+        )
+        .bind(account.0)
+        .bind(mailbox.0)
+        .bind(name)
+        .bind(chars)
+        .bind(pattern)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.map_err(e))?;
+        let mut uids = equal
+            .iter()
+            .chain(longer.iter())
+            .map(|row| to_u32(row.try_get(0).map_err(|e| self.map_err(e))?, "uid"))
+            .collect::<Result<Vec<u32>>>()?;
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    async fn backfill_cpm_headers(&self, batch: u32) -> Result<u64> {
+        self.retry(|| Box::pin(self.backfill_cpm_headers_tx(i64::from(batch))))
+            .await
+    }
+
     async fn objects_by_imdn(
         &self,
         account: AccountId,

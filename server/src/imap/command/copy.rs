@@ -43,6 +43,16 @@ pub async fn copy<S: SessionStream>(
         }
         Err(e) => return Err(e.into()),
     };
+    // INTERFACES.md 9.1: objects leave a history folder only by COPY (or with the
+    // whole folder, by RENAME or DELETE).
+    let cpm = &s.ctx.cpm;
+    if mv
+        && cpm.enforce_folder_rules
+        && dest.id != source
+        && super::mailbox::is_history_folder(&cpm.root, &view.mailbox.name)
+    {
+        return Err(CmdError::cpm_move_refused());
+    }
     let word = if mv { "Move" } else { "Copy" };
     if uids.is_empty() {
         return Ok(Done::text(format!(

@@ -48,6 +48,7 @@ pub async fn create<S: SessionStream>(
         ));
     }
     let name = valid_new_name(&name)?;
+    check_folder_rules(s, account, &name).await?;
     // Create missing superiors too (RFC 3501 6.3.3).
     let parts: Vec<&str> = name.split('/').collect();
     for depth in 1..parts.len() {
@@ -75,6 +76,43 @@ pub async fn create<S: SessionStream>(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Under `[cpm] enforce_folder_rules`, clients create folders only under the CPM root
+/// (INTERFACES.md 9.1): the root itself and anything below it may be created; a name
+/// elsewhere that exists already (a default mailbox) is `ALREADYEXISTS` as always, any
+/// other `NO [CANNOT]` saying where folders may go.
+async fn check_folder_rules<S: SessionStream>(
+    s: &Connection<S>,
+    account: cpmstore_storage::AccountId,
+    name: &str,
+) -> CmdResult<()> {
+    let cpm = &s.ctx.cpm;
+    if !cpm.enforce_folder_rules || in_cpm_tree(&cpm.root, name) {
+        return Ok(());
+    }
+    match s.ctx.store.mailbox(account, name).await {
+        Ok(_) => Err(CmdError::no_code(
+            "ALREADYEXISTS",
+            "Mailbox already exists.",
+        )),
+        Err(StoreError::NotFound(_)) => Err(CmdError::outside_cpm_root(&cpm.root)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `name` is the CPM root or a folder under it.
+pub fn in_cpm_tree(root: &str, name: &str) -> bool {
+    name == root || is_history_folder(root, name)
+}
+
+/// Whether `name` is a Conversation or Session History folder: any folder strictly
+/// under the CPM root (`<root>/<Conversation-ID>[/<Contribution-ID>]`, and what clients
+/// create there).
+pub fn is_history_folder(root: &str, name: &str) -> bool {
+    name.strip_prefix(root)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty())
 }
 
 /// DELETE; says whether it was the selected mailbox (`view`), which the dispatcher

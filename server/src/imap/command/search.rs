@@ -15,6 +15,19 @@
 //! encoding undone, charset converted to UTF-8 by mail-parser), including those of
 //! attached messages along with their headers; TEXT sees the header and the body.
 //!
+//! The CPM headers (`HEADER` with Conversation-ID, Contribution-ID,
+//! InReplyTo-Contribution-ID or IMDN-Message-ID and a non-empty string; INTERFACES.md
+//! 9.4) are answered from the storage index, not from message bodies: [`resolve_index`]
+//! replaces each such key by the UIDs the index finds before the search runs, so they
+//! cost what a flag costs, in any combination with other keys. For these four names
+//! the match is defined on what the index holds, so that the index and a scan agree
+//! exactly: the values `storage::cpm::indexed_headers` reads from the top-level header
+//! (unfolded, trimmed, not RFC 2047-decoded: CPM ids are tokens; values over 1024
+//! bytes are not ids and are not searched), compared ignoring ASCII case, substring
+//! as RFC 3501 asks. A message the store expunged and this session still shows is not
+//! in the index; it is searched by reading its kept content with the same definition.
+//! `HEADER <name> ""` (every message that has the header) is the ordinary scan.
+//!
 //! CONDSTORE (RFC 7162 3.1.5): `MODSEQ n` matches messages whose MODSEQ is at least `n`
 //! (the form with an entry name is treated as the plain one, which the RFC allows, as
 //! we keep one MODSEQ per message); a SEARCH using it enables CONDSTORE, and its answer
@@ -70,6 +83,7 @@ pub async fn search<S: SessionStream>(
         account: login.user.id,
         mailbox: view.mailbox.id,
     };
+    let query = resolve_index(&source, view, query).await?;
     let hits = run(&source, view, &query).await?;
     let numbers: Vec<u32> = hits
         .iter()
@@ -110,6 +124,11 @@ trait Source {
     /// expunged meanwhile from what the store keeps of them; absent once purged.
     async fn rows(&self, uids: &[u32]) -> CmdResult<Vec<MessageMeta>>;
     async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError>;
+    /// The UIDs of the mailbox's messages whose indexed header `name` contains `needle`
+    /// (ASCII case ignored), from the CPM header index.
+    async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>>;
+    /// Which of `uids` the store has expunged (and so no longer indexes).
+    async fn expunged(&self, uids: &[u32]) -> CmdResult<Vec<u32>>;
 }
 
 /// The selected mailbox in the store.
@@ -127,6 +146,48 @@ impl Source for StoreSource<'_> {
     async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
         self.store.blob(self.account, hash).await
     }
+
+    async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>> {
+        Ok(self
+            .store
+            .uids_by_header_containing(self.account, self.mailbox, name, needle)
+            .await?)
+    }
+
+    async fn expunged(&self, uids: &[u32]) -> CmdResult<Vec<u32>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ranges = crate::imap::mailbox_view::to_ranges(uids);
+        Ok(self
+            .store
+            .expunged_since(self.account, self.mailbox, 0, Some(&ranges))
+            .await?)
+    }
+}
+
+/// Answers the query's CPM header keys from the index: each [`Query::CpmHeader`]
+/// becomes a [`Query::Indexed`] holding the UIDs found. Messages of the view the store
+/// has expunged meanwhile are not in the index; for those the key reads their kept
+/// content (see [`run`]).
+async fn resolve_index(
+    source: &impl Source,
+    view: &MailboxView,
+    query: Query,
+) -> CmdResult<Query> {
+    let mut keys = Vec::new();
+    query.cpm_keys(&mut keys);
+    if keys.is_empty() {
+        return Ok(query);
+    }
+    let mut found = Vec::with_capacity(keys.len());
+    for (name, needle) in keys {
+        let hits = source.indexed(name, &needle).await?;
+        found.push(((name, needle), std::sync::Arc::new(hits)));
+    }
+    let uids: Vec<u32> = (1..=view.exists()).filter_map(|seq| view.uid_of(seq)).collect();
+    let unsure = std::sync::Arc::new(source.expunged(&uids).await?);
+    Ok(query.with_index(&found, &unsure))
 }
 
 /// The `(sequence number, UID)` of every message of the view that matches, ascending.
@@ -147,6 +208,15 @@ async fn run(
         seq: view.exists(),
         uid: view.last_uid(),
     };
+    // The common CPM search, one indexed key alone: its hits are the answer.
+    if let Query::Indexed { hits, unsure, .. } = query
+        && unsure.is_empty()
+    {
+        return Ok(hits
+            .iter()
+            .filter_map(|&uid| view.seq_of(uid).map(|seq| (seq, uid)))
+            .collect());
+    }
     let no_flags = Flags::default();
     let mut hits: Vec<(u32, u32)> = Vec::new();
     let mut undecided: Vec<u32> = Vec::new();
@@ -246,6 +316,19 @@ pub enum Query {
     Address(&'static str, Needle),
     /// A header field contains the needle; an empty needle asks only that it exists.
     Header(String, Needle),
+    /// An indexed CPM header (lower-case name) has a value that contains the needle,
+    /// ASCII case ignored (the needle is in ASCII lower case, not empty); see the
+    /// module's documentation. Answered by reading the content until
+    /// [`resolve_index`] makes it an [`Query::Indexed`].
+    CpmHeader(&'static str, String),
+    /// A [`Query::CpmHeader`] answered by the index: `hits` are the UIDs it found
+    /// (ascending); for the UIDs in `unsure` (expunged meanwhile, ascending) `scan`
+    /// reads the content instead.
+    Indexed {
+        hits: std::sync::Arc<Vec<u32>>,
+        unsure: std::sync::Arc<Vec<u32>>,
+        scan: Box<Query>,
+    },
     Body(Needle),
     Text(Needle),
 }
@@ -371,7 +454,14 @@ impl Query {
             K::Header(name, s) => {
                 let name = std::str::from_utf8(name.as_ref())
                     .map_err(|_| CmdError::bad("Header field name is not valid UTF-8."))?;
-                Query::Header(name.to_string(), Needle::new(s)?)
+                let needle = std::str::from_utf8(s.as_ref())
+                    .map_err(|_| CmdError::bad("Search string is not valid UTF-8."))?;
+                match cpmstore_storage::cpm::indexed_name(name) {
+                    Some(indexed) if !needle.is_empty() => {
+                        Query::CpmHeader(indexed, needle.to_ascii_lowercase())
+                    }
+                    _ => Query::Header(name.to_string(), Needle::new(s)?),
+                }
             }
             K::Body(s) => Query::Body(Needle::new(s)?),
             K::Text(s) => Query::Text(Needle::new(s)?),
@@ -399,6 +489,57 @@ impl Query {
         Query::Not(Box::new(q))
     }
 
+    /// The (name, needle) of every CPM header key, each once.
+    fn cpm_keys(&self, out: &mut Vec<(&'static str, String)>) {
+        match self {
+            Query::CpmHeader(name, needle) => {
+                if !out.iter().any(|(n, v)| n == name && v == needle) {
+                    out.push((name, needle.clone()));
+                }
+            }
+            Query::And(qs) => qs.iter().for_each(|q| q.cpm_keys(out)),
+            Query::Or(a, b) => {
+                a.cpm_keys(out);
+                b.cpm_keys(out);
+            }
+            Query::Not(q) => q.cpm_keys(out),
+            _ => {}
+        }
+    }
+
+    /// The query with each CPM header key answered by `found` (from [`cpm_keys`]).
+    fn with_index(
+        self,
+        found: &[((&'static str, String), std::sync::Arc<Vec<u32>>)],
+        unsure: &std::sync::Arc<Vec<u32>>,
+    ) -> Query {
+        match self {
+            Query::CpmHeader(name, needle) => {
+                match found.iter().find(|((n, v), _)| *n == name && *v == needle) {
+                    Some((_, hits)) => Query::Indexed {
+                        hits: hits.clone(),
+                        unsure: unsure.clone(),
+                        scan: Box::new(Query::CpmHeader(name, needle)),
+                    },
+                    None => Query::CpmHeader(name, needle),
+                }
+            }
+            Query::And(qs) => {
+                let mut qs: Vec<Query> =
+                    qs.into_iter().map(|q| q.with_index(found, unsure)).collect();
+                qs.sort_by_key(Query::cost);
+                Query::And(qs)
+            }
+            Query::Or(a, b) => {
+                let (a, b) = (a.with_index(found, unsure), b.with_index(found, unsure));
+                let (a, b) = if b.cost() < a.cost() { (b, a) } else { (a, b) };
+                Query::Or(Box::new(a), Box::new(b))
+            }
+            Query::Not(q) => Query::not(q.with_index(found, unsure)),
+            other => other,
+        }
+    }
+
     fn cost(&self) -> Cost {
         match self {
             Query::All
@@ -407,9 +548,12 @@ impl Query {
             | Query::Flag(_)
             | Query::Keyword(_)
             | Query::Recent
-            | Query::ModSeq(_) => Cost::View,
+            | Query::ModSeq(_)
+            | Query::Indexed { .. } => Cost::View,
             Query::Larger(_) | Query::Smaller(_) | Query::Internal(..) => Cost::Row,
-            Query::Sent(..) | Query::Address(..) | Query::Header(..) => Cost::Headers,
+            Query::Sent(..) | Query::Address(..) | Query::Header(..) | Query::CpmHeader(..) => {
+                Cost::Headers
+            }
             Query::Body(_) | Query::Text(_) => Cost::Content,
             Query::And(qs) => qs.iter().map(Query::cost).max().unwrap_or(Cost::View),
             Query::Or(a, b) => a.cost().max(b.cost()),
@@ -555,6 +699,14 @@ pub fn decide(query: &Query, msg: &MessageContext<'_>) -> Option<bool> {
         }
         Query::Address(field, needle) => Some(msg.content.as_ref()?.address_matches(field, needle)),
         Query::Header(field, needle) => Some(msg.content.as_ref()?.header_matches(field, needle)),
+        Query::CpmHeader(name, needle) => Some(msg.content.as_ref()?.cpm_header_matches(name, needle)),
+        Query::Indexed { hits, unsure, scan } => {
+            if unsure.binary_search(&msg.uid).is_ok() {
+                decide(scan, msg)
+            } else {
+                Some(hits.binary_search(&msg.uid).is_ok())
+            }
+        }
         Query::Body(needle) => Some(needle.found_in_folded(msg.content.as_ref()?.body_text())),
         Query::Text(needle) => {
             let content = msg.content.as_ref()?;
@@ -631,6 +783,13 @@ impl<'a> Content<'a> {
             .iter()
             .filter(|h| h.name.as_str().eq_ignore_ascii_case(field))
             .any(|h| needle.found_in(&decoded_value(msg, h)))
+    }
+
+    /// The index's definition of a CPM header key (see the module's documentation).
+    fn cpm_header_matches(&self, name: &str, needle: &str) -> bool {
+        cpmstore_storage::cpm::indexed_headers(self.raw)
+            .iter()
+            .any(|(n, v)| *n == name && v.to_ascii_lowercase().contains(needle))
     }
 
     fn address_matches(&self, field: &str, needle: &Needle) -> bool {
@@ -1322,6 +1481,28 @@ nested body words\r\n\
                 .iter()
                 .filter(|(m, _)| uids.contains(&m.uid))
                 .map(|(m, _)| m.clone())
+                .collect())
+        }
+
+        async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>> {
+            // What the store's index holds for these messages.
+            Ok(self
+                .rows
+                .iter()
+                .filter(|(_, raw)| {
+                    cpmstore_storage::cpm::indexed_headers(raw).iter().any(|(n, v)| {
+                        *n == name && v.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
+                    })
+                })
+                .map(|(m, _)| m.uid)
+                .collect())
+        }
+
+        async fn expunged(&self, uids: &[u32]) -> CmdResult<Vec<u32>> {
+            Ok(uids
+                .iter()
+                .copied()
+                .filter(|u| !self.rows.iter().any(|(m, _)| m.uid == *u))
                 .collect())
         }
 

@@ -29,7 +29,7 @@ pub async fn store<S: SessionStream>(
     uid: bool,
     modifiers: &[StoreModifier],
 ) -> CmdResult {
-    let flags = to_flags(flags)?;
+    let flags = to_flags(flags, s.ctx.cpm.read_report_flag)?;
     let unchanged_since = modifiers
         .iter()
         .map(|m| match m {
