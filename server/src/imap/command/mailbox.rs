@@ -273,8 +273,67 @@ mod tests {
 
 #[cfg(test)]
 mod table_tests {
+    use crate::config::CpmConfig;
     use crate::imap::harness::Start;
-    use crate::imap::testing::table;
+    use crate::imap::testing::{table, table_cpm};
+
+    /// `[cpm] enforce_folder_rules` (the default): folders only under the root; the
+    /// root itself and the existing mailboxes stay; RENAME and DELETE of whole folders
+    /// are allowed. Without the rules, the same CREATE succeeds.
+    #[tokio::test]
+    async fn cpm_folder_rules() {
+        const WHY: &str = "NO [CANNOT] Clients may create folders only under RCSMessageStore \
+                           (CPM message store folder rules); try RCSMessageStore/<name>.";
+        table_cpm(
+            CpmConfig::default(),
+            Start::Authenticated,
+            &[(
+                &[
+                    "a CREATE Work",
+                    "b CREATE Work/2026",
+                    "c CREATE RCSMessageStore",
+                    "d CREATE RCSMessageStore/tel:+15550100",
+                    "e CREATE RCSMessageStore/grp-1/contrib-1",
+                    "f CREATE RCSMessageStore/Mine/",
+                    "g CREATE Archive",
+                    "h CREATE INBOX",
+                    "i CREATE RCSMessageStorex",
+                    "j CREATE rcsmessagestore/x",
+                    "k CREATE \"&AGE-\"",
+                    "l RENAME RCSMessageStore/Mine RCSMessageStore/Ours",
+                    "m DELETE RCSMessageStore/grp-1/contrib-1",
+                    "n CREATE RCSMessageStore",
+                ],
+                &[
+                    &format!("a {WHY}"),
+                    &format!("b {WHY}"),
+                    "c OK Create completed.",
+                    "d OK Create completed.",
+                    "e OK Create completed.",
+                    "f OK Create completed.",
+                    "g NO [ALREADYEXISTS] Mailbox already exists.",
+                    "h NO [ALREADYEXISTS] Mailbox already exists.",
+                    &format!("i {WHY}"),
+                    &format!("j {WHY}"),
+                    "k NO [CANNOT] Invalid mailbox name: malformed modified UTF-7...",
+                    "l OK Rename completed.",
+                    "m OK Delete completed.",
+                    "n NO [ALREADYEXISTS] Mailbox already exists.",
+                ],
+            )],
+        )
+        .await;
+        let off = CpmConfig {
+            enforce_folder_rules: false,
+            ..CpmConfig::default()
+        };
+        table_cpm(
+            off,
+            Start::Authenticated,
+            &[(&["a CREATE Work"], &["a OK Create completed."])],
+        )
+        .await;
+    }
 
     #[tokio::test]
     async fn create_rename_delete_subscribe_status() {

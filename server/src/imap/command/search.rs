@@ -1686,6 +1686,131 @@ nested body words\r\n\
         assert!(!matches(&query("ON 2-Mar-2024"), &ctx));
         assert!(matches(&query("NOT ON 2-Mar-2024"), &ctx));
     }
+    /// Messages with CPM headers of every shape the index and the scan could read
+    /// differently: folded lines, LIKE's special characters, non-ASCII, an encoded word,
+    /// two values of one header, none at all.
+    const CPM_MESSAGES: &[&str] = &[
+        "Conversation-ID: F3C1-aaa\r\nContribution-ID: s1\r\nIMDN-Message-ID: Xk2mQ7rT0a9LpZ3c\r\n\r\nIMDN-Message-ID: body\r\n",
+        "Conversation-ID: f3c1-aaa\r\nIMDN-Message-ID: abc_%\\x\r\n\r\nx\r\n",
+        "IMDN-Message-ID: long\r\n part\r\nInReplyTo-Contribution-ID: s1\r\n\r\nx\r\n",
+        "imdn-message-id: \u{c4}\u{d6}x\r\nContribution-ID: S1\r\nContribution-ID: s2\r\n\r\nx\r\n",
+        "Subject: plain\r\n\r\nConversation-ID: f3c1\r\n",
+        "IMDN-Message-ID: =?utf-8?q?enc?=\r\nIMDN-Message-ID:\r\n\r\nx\r\n",
+    ];
+
+    /// The index path gives exactly what reading every message gives, for every CPM
+    /// name, through the real store: equal, prefix, infix, case, LIKE wildcards,
+    /// non-ASCII, whole and partial values, in combination with other keys; and the
+    /// common search reads no content at all.
+    #[tokio::test]
+    async fn index_and_scan_agree() {
+        let (_dir, h) = crate::imap::testing::harness().await;
+        let store = h.ctx().store.clone();
+        let account = h.account().id;
+        let mailbox = store
+            .create_mailbox(
+                account,
+                cpmstore_storage::NewMailbox {
+                    name: "RCSMessageStore/f3c1-aaa".into(),
+                    special_use: None,
+                    subscribed: false,
+                },
+            )
+            .await
+            .unwrap();
+        for raw in CPM_MESSAGES {
+            store
+                .append(
+                    account,
+                    mailbox.id,
+                    cpmstore_storage::NewMessage {
+                        content: raw.as_bytes().to_vec(),
+                        flags: Flags::default(),
+                        internal_date: None,
+                        internal_date_tz: 0,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let metas: Vec<MessageMeta> = futures::TryStreamExt::try_collect(store.fetch(
+            account,
+            mailbox.id,
+            &[cpmstore_storage::UidRange::all()],
+        ))
+        .await
+        .unwrap();
+        let mb = store.mailbox(account, "RCSMessageStore/f3c1-aaa").await.unwrap();
+        let view = MailboxView::new(mb, false, metas, 0..0, vec![]);
+        let source = StoreSource {
+            store: store.as_ref(),
+            account,
+            mailbox: mailbox.id,
+        };
+        let needles = [
+            "Xk2mQ7rT0a9LpZ3c", "xk2m", "0A9l", "3c", "c", "_", "%", "_%", "\\\\", "abc_%\\\\x",
+            "long part", "long", "part", "\u{e4}", "\u{c4}\u{d6}X", "x", "=?", "enc", "s1", "S", "s2",
+            "f3c1", "F3C1-AAA", "f3c1-aaa-", "zzz", "a", "-", " ",
+        ];
+        let names = [
+            "Conversation-ID",
+            "contribution-id",
+            "InReplyTo-Contribution-ID",
+            "IMDN-Message-ID",
+        ];
+        let mut found_any = 0;
+        for name in names {
+            for needle in needles {
+                for keys in [
+                    format!("HEADER {name} \"{needle}\""),
+                    format!("NOT HEADER {name} \"{needle}\""),
+                    format!("OR HEADER {name} \"{needle}\" UID 2"),
+                    format!("HEADER {name} \"{needle}\" HEADER IMDN-Message-ID x"),
+                ] {
+                    let compiled = query(&keys);
+                    let scanned = run(&source, &view, &compiled).await.unwrap();
+                    let indexed = resolve_index(&source, &view, compiled).await.unwrap();
+                    assert!(
+                        matches!(&indexed, Query::Indexed { .. } | Query::Not(_) | Query::Or(..) | Query::And(_)),
+                        "{keys}: {indexed:?}"
+                    );
+                    let answered = run(&source, &view, &indexed).await.unwrap();
+                    assert_eq!(answered, scanned, "{keys}");
+                    found_any += usize::from(!answered.is_empty());
+                }
+            }
+        }
+        assert!(found_any > 50, "the needles find something: {found_any}");
+        // Spot checks of what the definition gives.
+        let uids = |keys: &str| {
+            let q = query(keys);
+            let source = &source;
+            let view = &view;
+            async move {
+                let q = resolve_index(source, view, q).await.unwrap();
+                run(source, view, &q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, uid)| uid)
+                    .collect::<Vec<u32>>()
+            }
+        };
+        assert_eq!(uids("HEADER IMDN-Message-ID xk2mq7rt0a9lpzc3c").await, Vec::<u32>::new());
+        assert_eq!(uids("HEADER IMDN-Message-ID XK2MQ7RT0A9LPZ3C").await, vec![1]);
+        assert_eq!(uids("HEADER IMDN-Message-ID 9lpz").await, vec![1]);
+        assert_eq!(uids("HEADER IMDN-Message-ID \"_%\"").await, vec![2]);
+        assert_eq!(uids("HEADER IMDN-Message-ID \"long part\"").await, vec![3]);
+        assert_eq!(uids("HEADER Contribution-ID s2").await, vec![4]);
+        assert_eq!(uids("HEADER Conversation-ID f3c1").await, vec![1, 2]);
+        assert_eq!(uids("HEADER IMDN-Message-ID body").await, Vec::<u32>::new());
+        // Not decoded: CPM ids are tokens.
+        assert_eq!(uids("HEADER IMDN-Message-ID \"=?utf-8?q?enc\"").await, vec![6]);
+        // The empty string: every message with the header (the ordinary scan), the
+        // empty one included.
+        assert_eq!(uids("HEADER IMDN-Message-ID \"\"").await, vec![1, 2, 3, 4, 6]);
+    }
+
 }
 
 #[cfg(test)]
