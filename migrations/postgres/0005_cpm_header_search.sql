@@ -4,8 +4,9 @@
 -- A substring search for a needle of n characters: values equal to it are found by
 -- cpm_headers_by_value; only values longer than n can contain it otherwise, and this
 -- index finds those of one mailbox and header without reading the rest (CPM ids of one
--- kind mostly have one length, so searching a whole id reads nothing more).
-CREATE INDEX cpm_headers_by_length ON cpm_headers (account_id, mailbox_id, name, length(folded));
+-- kind mostly have one length, so searching a whole id reads nothing more). It carries
+-- the value and the UID, so that it answers alone (SQLite prefers a covering index).
+CREATE INDEX cpm_headers_by_length ON cpm_headers (account_id, mailbox_id, name, length(folded), folded, uid);
 
 -- Messages whose CPM headers are not (known to be) indexed: every message without an
 -- index row when this runs (stored before 0003, or without CPM headers). `cpmstore
