@@ -10,7 +10,8 @@ use cpmstore_tests::server::Server;
 const MSG: &[u8] = b"From: Alice <alice@example.net>\r\nTo: bob@example.net\r\nSubject: hello\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\nMessage-ID: <1@example.net>\r\n\r\nHello Bob.\r\n";
 
 fn server_with_user() -> Server {
-    let server = Server::start();
+    // These tests create top-level mailboxes: no CPM folder rules.
+    let server = Server::start_generic();
     server.add_user("alice", "correct horse");
     server
 }
