@@ -297,12 +297,18 @@ fn append_select_store_copy_move_expunge() {
     let text = r.all_text();
     assert!(text.contains("* 3 EXISTS"), "{text}");
     assert!(text.contains("* 3 RECENT"), "{text}");
+    // `\read-report-sent`: the CPM flag, named where `[cpm] read_report_flag` (the
+    // default) is on.
     assert!(
-        text.contains("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)"),
+        text.contains(
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\read-report-sent $Work)"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)]"),
+        text.contains(
+            "[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\read-report-sent $Work \\*)]"
+        ),
         "{text}"
     );
     assert!(
