@@ -142,7 +142,10 @@ pub async fn backfill_index(store: &dyn Store) -> Result<u64, CpmError> {
         total += done;
     }
     if total > 0 {
-        tracing::info!(messages = total, "CPM header index filled for older messages");
+        tracing::info!(
+            messages = total,
+            "CPM header index filled for older messages"
+        );
     }
     Ok(total)
 }
@@ -554,8 +557,7 @@ mod tests {
 
     #[test]
     fn flags_dates_and_ids() {
-        let flags =
-            parse_flags(&["\\seen".into(), "$MDNSent".into(), " ".into()], true).unwrap();
+        let flags = parse_flags(&["\\seen".into(), "$MDNSent".into(), " ".into()], true).unwrap();
         assert_eq!(flags.system.0, SystemFlags::SEEN);
         assert_eq!(flags.keywords, ["$MDNSent"]);
         assert!(parse_flags(&["\\Recent".into()], true).is_err());

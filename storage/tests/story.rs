@@ -3053,7 +3053,13 @@ async fn cpm_header_index_follows_messages(env: &Env) {
     assert_eq!(rows, 0);
 }
 
-async fn containing(store: &Arc<dyn Store>, a: AccountId, m: MailboxId, n: &str, v: &str) -> Vec<u32> {
+async fn containing(
+    store: &Arc<dyn Store>,
+    a: AccountId,
+    m: MailboxId,
+    n: &str,
+    v: &str,
+) -> Vec<u32> {
     store.uids_by_header_containing(a, m, n, v).await.unwrap()
 }
 
@@ -3077,7 +3083,10 @@ async fn cpm_header_search_and_backfill(env: &Env) {
         .unwrap()
         .id;
     for imdn in ["Xk2mQ7rT0a9LpZ3c", "Xk2mQ7rT0a9LpZ3d", "a_b%c\\d", "ab"] {
-        store.append(alice, c1, cpm_object("c1", None, imdn)).await.unwrap();
+        store
+            .append(alice, c1, cpm_object("c1", None, imdn))
+            .await
+            .unwrap();
     }
     store.append(alice, c1, message("plain")).await.unwrap();
     store
@@ -3103,7 +3112,11 @@ async fn cpm_header_search_and_backfill(env: &Env) {
         ("", &[1, 2, 3, 4]),
     ];
     for (needle, want) in cases {
-        assert_eq!(&containing(store, alice, c1, imdn, needle).await, want, "{needle:?}");
+        assert_eq!(
+            &containing(store, alice, c1, imdn, needle).await,
+            want,
+            "{needle:?}"
+        );
     }
     assert_eq!(containing(store, alice, c2, imdn, "xk2m").await, vec![1]);
     assert_eq!(
@@ -3111,7 +3124,9 @@ async fn cpm_header_search_and_backfill(env: &Env) {
         vec![1, 2, 3, 4]
     );
     assert!(matches!(
-        store.uids_by_header_containing(alice, c1, "Subject", "p").await,
+        store
+            .uids_by_header_containing(alice, c1, "Subject", "p")
+            .await,
         Err(Error::Invalid(_))
     ));
     assert!(matches!(
@@ -3142,7 +3157,11 @@ async fn cpm_header_search_and_backfill(env: &Env) {
 
     // Messages stored before the index: their rows gone, listed for the backfill, as
     // migration 0005 lists them.
-    assert_eq!(store.backfill_cpm_headers(10).await.unwrap(), 0, "nothing pending");
+    assert_eq!(
+        store.backfill_cpm_headers(10).await.unwrap(),
+        0,
+        "nothing pending"
+    );
     sqlx::query("DELETE FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $2")
         .bind(alice.0)
         .bind(c1.0)
@@ -3183,10 +3202,18 @@ async fn cpm_header_search_and_backfill(env: &Env) {
         }
         read.push(n);
     }
-    assert_eq!(read, vec![2, 2], "uids 1-3 and the plain message 5, two at a time");
+    assert_eq!(
+        read,
+        vec![2, 2],
+        "uids 1-3 and the plain message 5, two at a time"
+    );
     for (needle, want) in cases {
         let want: Vec<u32> = want.iter().copied().filter(|u| *u != 4).collect();
-        assert_eq!(containing(store, alice, c1, imdn, needle).await, want, "{needle:?}");
+        assert_eq!(
+            containing(store, alice, c1, imdn, needle).await,
+            want,
+            "{needle:?}"
+        );
     }
     assert_eq!(
         by_header(store, alice, c1, imdn, "Xk2mQ7rT0a9LpZ3c").await,

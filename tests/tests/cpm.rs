@@ -643,9 +643,17 @@ fn folder_rules_read_report_flag_and_header_search() {
     let mut c = Client::login(server.imaps, "alice", "cpm pw");
 
     // CREATE only under the root; the default mailboxes are there already.
-    refused(&mut c, "CREATE Work", "create folders only under RCSMessageStore");
+    refused(
+        &mut c,
+        "CREATE Work",
+        "create folders only under RCSMessageStore",
+    );
     refused(&mut c, "CREATE Work/2026", "only under RCSMessageStore");
-    assert!(c.command("CREATE Sent").status.starts_with("NO [ALREADYEXISTS]"));
+    assert!(
+        c.command("CREATE Sent")
+            .status
+            .starts_with("NO [ALREADYEXISTS]")
+    );
     c.command(&format!("CREATE {ROOT}/Mine")).ok();
     let listed = c.command("LIST \"\" \"*\"").ok().all_text();
     assert!(!listed.contains("Work"), "{listed}");
@@ -679,17 +687,29 @@ fn folder_rules_read_report_flag_and_header_search() {
 
     // \read-report-sent: kept, shown, advertised; settable by the network too.
     let r = c.command("SELECT INBOX").ok().all_text();
-    assert!(r.contains("\\read-report-sent"), "FLAGS and PERMANENTFLAGS name it: {r}");
+    assert!(
+        r.contains("\\read-report-sent"),
+        "FLAGS and PERMANENTFLAGS name it: {r}"
+    );
     c.command(&format!("SELECT \"{folder}\"")).ok();
     c.command("UID STORE 1 +FLAGS (\\read-report-sent)").ok();
-    let report = json!({"events": [{"imdn_message_id": "Nq8vW1eY4uI6oP2s", "add": ["\\read-report-sent"]}]});
-    let a = post(&server, "/v1/cpm/alice/events", TOKEN, report.to_string().as_bytes());
+    let report =
+        json!({"events": [{"imdn_message_id": "Nq8vW1eY4uI6oP2s", "add": ["\\read-report-sent"]}]});
+    let a = post(
+        &server,
+        "/v1/cpm/alice/events",
+        TOKEN,
+        report.to_string().as_bytes(),
+    );
     assert_eq!(a.status, 200, "{}", a.text());
     c.command("LOGOUT");
     let mut c = Client::login(server.imaps, "alice", "cpm pw");
     c.command(&format!("EXAMINE \"{folder}\"")).ok();
     let r = c.command("UID FETCH 1:2 (FLAGS)").ok();
-    let flagged = r.untagged.iter().filter(|l| l.contains("FLAGS (\\read-report-sent)"));
+    let flagged = r
+        .untagged
+        .iter()
+        .filter(|l| l.contains("FLAGS (\\read-report-sent)"));
     assert_eq!(flagged.count(), 2, "{r:?}");
 
     // RENAME and DELETE of whole folders stay allowed.
@@ -717,7 +737,12 @@ fn folder_rules_read_report_flag_and_header_search() {
     );
     assert_eq!(a.status, 400, "{}", a.text());
     assert_eq!(
-        deposit(&plain, &conversation_path("bob", CONVERSATION), &object("chat-message.eml")).status,
+        deposit(
+            &plain,
+            &conversation_path("bob", CONVERSATION),
+            &object("chat-message.eml")
+        )
+        .status,
         201
     );
     c.command(&format!("SELECT \"{folder}\"")).ok();
@@ -734,10 +759,16 @@ fn older_messages_are_indexed_at_start() {
     let mut server = with_token(None);
     server.add_user("alice", "cpm pw");
     let conversation = conversation_path("alice", CONVERSATION);
-    assert_eq!(deposit(&server, &conversation, &object("chat-message.eml")).status, 201);
+    assert_eq!(
+        deposit(&server, &conversation, &object("chat-message.eml")).status,
+        201
+    );
     // As a store from before 0003 looks once 0005 has run: no index rows, the message
     // listed for the backfill.
-    let url = format!("sqlite://{}", server.dir.path().join("data/cpmstore.db").display());
+    let url = format!(
+        "sqlite://{}",
+        server.dir.path().join("data/cpmstore.db").display()
+    );
     let change = |sql: &'static str| {
         let url = url.clone();
         cpmstore_tests::block_on(async move {
@@ -767,7 +798,13 @@ fn older_messages_are_indexed_at_start() {
     );
     let mut c = Client::login(server.imaps, "alice", "cpm pw");
     c.command(&format!("SELECT \"{folder}\"")).ok();
-    assert_eq!(search(&mut c, "HEADER IMDN-Message-ID Xk2mQ7rT0a9LpZ3c"), vec![1]);
+    assert_eq!(
+        search(&mut c, "HEADER IMDN-Message-ID Xk2mQ7rT0a9LpZ3c"),
+        vec![1]
+    );
     // A retried deposit of it is still recognised.
-    assert_eq!(deposit(&server, &conversation, &object("chat-message.eml")).status, 200);
+    assert_eq!(
+        deposit(&server, &conversation, &object("chat-message.eml")).status,
+        200
+    );
 }

@@ -170,11 +170,7 @@ impl Source for StoreSource<'_> {
 /// becomes a [`Query::Indexed`] holding the UIDs found. Messages of the view the store
 /// has expunged meanwhile are not in the index; for those the key reads their kept
 /// content (see [`run`]).
-async fn resolve_index(
-    source: &impl Source,
-    view: &MailboxView,
-    query: Query,
-) -> CmdResult<Query> {
+async fn resolve_index(source: &impl Source, view: &MailboxView, query: Query) -> CmdResult<Query> {
     let mut keys = Vec::new();
     query.cpm_keys(&mut keys);
     if keys.is_empty() {
@@ -185,7 +181,9 @@ async fn resolve_index(
         let hits = source.indexed(name, &needle).await?;
         found.push(((name, needle), std::sync::Arc::new(hits)));
     }
-    let uids: Vec<u32> = (1..=view.exists()).filter_map(|seq| view.uid_of(seq)).collect();
+    let uids: Vec<u32> = (1..=view.exists())
+        .filter_map(|seq| view.uid_of(seq))
+        .collect();
     let unsure = std::sync::Arc::new(source.expunged(&uids).await?);
     Ok(query.with_index(&found, &unsure))
 }
@@ -525,8 +523,10 @@ impl Query {
                 }
             }
             Query::And(qs) => {
-                let mut qs: Vec<Query> =
-                    qs.into_iter().map(|q| q.with_index(found, unsure)).collect();
+                let mut qs: Vec<Query> = qs
+                    .into_iter()
+                    .map(|q| q.with_index(found, unsure))
+                    .collect();
                 qs.sort_by_key(Query::cost);
                 Query::And(qs)
             }
@@ -699,7 +699,9 @@ pub fn decide(query: &Query, msg: &MessageContext<'_>) -> Option<bool> {
         }
         Query::Address(field, needle) => Some(msg.content.as_ref()?.address_matches(field, needle)),
         Query::Header(field, needle) => Some(msg.content.as_ref()?.header_matches(field, needle)),
-        Query::CpmHeader(name, needle) => Some(msg.content.as_ref()?.cpm_header_matches(name, needle)),
+        Query::CpmHeader(name, needle) => {
+            Some(msg.content.as_ref()?.cpm_header_matches(name, needle))
+        }
         Query::Indexed { hits, unsure, scan } => {
             if unsure.binary_search(&msg.uid).is_ok() {
                 decide(scan, msg)
@@ -1490,9 +1492,13 @@ nested body words\r\n\
                 .rows
                 .iter()
                 .filter(|(_, raw)| {
-                    cpmstore_storage::cpm::indexed_headers(raw).iter().any(|(n, v)| {
-                        *n == name && v.to_ascii_lowercase().contains(&needle.to_ascii_lowercase())
-                    })
+                    cpmstore_storage::cpm::indexed_headers(raw)
+                        .iter()
+                        .any(|(n, v)| {
+                            *n == name
+                                && v.to_ascii_lowercase()
+                                    .contains(&needle.to_ascii_lowercase())
+                        })
                 })
                 .map(|(m, _)| m.uid)
                 .collect())
@@ -1740,7 +1746,10 @@ nested body words\r\n\
         ))
         .await
         .unwrap();
-        let mb = store.mailbox(account, "RCSMessageStore/f3c1-aaa").await.unwrap();
+        let mb = store
+            .mailbox(account, "RCSMessageStore/f3c1-aaa")
+            .await
+            .unwrap();
         let view = MailboxView::new(mb, false, metas, 0..0, vec![]);
         let source = StoreSource {
             store: store.as_ref(),
@@ -1748,9 +1757,34 @@ nested body words\r\n\
             mailbox: mailbox.id,
         };
         let needles = [
-            "Xk2mQ7rT0a9LpZ3c", "xk2m", "0A9l", "3c", "c", "_", "%", "_%", "\\\\", "abc_%\\\\x",
-            "long part", "long", "part", "\u{e4}", "\u{c4}\u{d6}X", "x", "=?", "enc", "s1", "S", "s2",
-            "f3c1", "F3C1-AAA", "f3c1-aaa-", "zzz", "a", "-", " ",
+            "Xk2mQ7rT0a9LpZ3c",
+            "xk2m",
+            "0A9l",
+            "3c",
+            "c",
+            "_",
+            "%",
+            "_%",
+            "\\\\",
+            "abc_%\\\\x",
+            "long part",
+            "long",
+            "part",
+            "\u{e4}",
+            "\u{c4}\u{d6}X",
+            "x",
+            "=?",
+            "enc",
+            "s1",
+            "S",
+            "s2",
+            "f3c1",
+            "F3C1-AAA",
+            "f3c1-aaa-",
+            "zzz",
+            "a",
+            "-",
+            " ",
         ];
         let names = [
             "Conversation-ID",
@@ -1771,7 +1805,10 @@ nested body words\r\n\
                     let scanned = run(&source, &view, &compiled).await.unwrap();
                     let indexed = resolve_index(&source, &view, compiled).await.unwrap();
                     assert!(
-                        matches!(&indexed, Query::Indexed { .. } | Query::Not(_) | Query::Or(..) | Query::And(_)),
+                        matches!(
+                            &indexed,
+                            Query::Indexed { .. } | Query::Not(_) | Query::Or(..) | Query::And(_)
+                        ),
                         "{keys}: {indexed:?}"
                     );
                     let answered = run(&source, &view, &indexed).await.unwrap();
@@ -1796,8 +1833,14 @@ nested body words\r\n\
                     .collect::<Vec<u32>>()
             }
         };
-        assert_eq!(uids("HEADER IMDN-Message-ID xk2mq7rt0a9lpzc3c").await, Vec::<u32>::new());
-        assert_eq!(uids("HEADER IMDN-Message-ID XK2MQ7RT0A9LPZ3C").await, vec![1]);
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID xk2mq7rt0a9lpzc3c").await,
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID XK2MQ7RT0A9LPZ3C").await,
+            vec![1]
+        );
         assert_eq!(uids("HEADER IMDN-Message-ID 9lpz").await, vec![1]);
         assert_eq!(uids("HEADER IMDN-Message-ID \"_%\"").await, vec![2]);
         assert_eq!(uids("HEADER IMDN-Message-ID \"long part\"").await, vec![3]);
@@ -1805,12 +1848,17 @@ nested body words\r\n\
         assert_eq!(uids("HEADER Conversation-ID f3c1").await, vec![1, 2]);
         assert_eq!(uids("HEADER IMDN-Message-ID body").await, Vec::<u32>::new());
         // Not decoded: CPM ids are tokens.
-        assert_eq!(uids("HEADER IMDN-Message-ID \"=?utf-8?q?enc\"").await, vec![6]);
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID \"=?utf-8?q?enc\"").await,
+            vec![6]
+        );
         // The empty string: every message with the header (the ordinary scan), the
         // empty one included.
-        assert_eq!(uids("HEADER IMDN-Message-ID \"\"").await, vec![1, 2, 3, 4, 6]);
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID \"\"").await,
+            vec![1, 2, 3, 4, 6]
+        );
     }
-
 }
 
 #[cfg(test)]

@@ -19,10 +19,10 @@ use imap_codec::imap_types::response::{Code, Data};
 use cpmstore_storage::UidRange;
 
 use super::args::mailbox_name;
+use crate::cpm::READ_REPORT_SENT;
 use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges};
-use crate::cpm::READ_REPORT_SENT;
 use crate::imap::response::{mailbox_flags, permanent_flags, push_highestmodseq, uid_sequence_set};
 use crate::imap::state::{Login, Selected, Transition};
 
