@@ -331,6 +331,9 @@ pub enum Query {
     Text(Needle),
 }
 
+/// One CPM header key, (name, needle), and the UIDs the index found for it.
+type IndexAnswer = ((&'static str, String), std::sync::Arc<Vec<u32>>);
+
 /// How a date key compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DateCmp {
@@ -490,10 +493,10 @@ impl Query {
     /// The (name, needle) of every CPM header key, each once.
     fn cpm_keys(&self, out: &mut Vec<(&'static str, String)>) {
         match self {
-            Query::CpmHeader(name, needle) => {
-                if !out.iter().any(|(n, v)| n == name && v == needle) {
-                    out.push((name, needle.clone()));
-                }
+            Query::CpmHeader(name, needle)
+                if !out.iter().any(|(n, v)| n == name && v == needle) =>
+            {
+                out.push((name, needle.clone()));
             }
             Query::And(qs) => qs.iter().for_each(|q| q.cpm_keys(out)),
             Query::Or(a, b) => {
@@ -506,11 +509,7 @@ impl Query {
     }
 
     /// The query with each CPM header key answered by `found` (from [`cpm_keys`]).
-    fn with_index(
-        self,
-        found: &[((&'static str, String), std::sync::Arc<Vec<u32>>)],
-        unsure: &std::sync::Arc<Vec<u32>>,
-    ) -> Query {
+    fn with_index(self, found: &[IndexAnswer], unsure: &std::sync::Arc<Vec<u32>>) -> Query {
         match self {
             Query::CpmHeader(name, needle) => {
                 match found.iter().find(|((n, v), _)| *n == name && *v == needle) {
