@@ -127,8 +127,8 @@ trait Source {
     /// The UIDs of the mailbox's messages whose indexed header `name` contains `needle`
     /// (ASCII case ignored), from the CPM header index.
     async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>>;
-    /// Which of `uids` the store has expunged (and so no longer indexes).
-    async fn expunged(&self, uids: &[u32]) -> CmdResult<Vec<u32>>;
+    /// The UIDs the store has expunged after MODSEQ `since` (and so no longer indexes).
+    async fn expunged_since(&self, since: u64) -> CmdResult<Vec<u32>>;
 }
 
 /// The selected mailbox in the store.
@@ -154,14 +154,10 @@ impl Source for StoreSource<'_> {
             .await?)
     }
 
-    async fn expunged(&self, uids: &[u32]) -> CmdResult<Vec<u32>> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ranges = crate::imap::mailbox_view::to_ranges(uids);
+    async fn expunged_since(&self, since: u64) -> CmdResult<Vec<u32>> {
         Ok(self
             .store
-            .expunged_since(self.account, self.mailbox, 0, Some(&ranges))
+            .expunged_since(self.account, self.mailbox, since, None)
             .await?)
     }
 }
@@ -181,10 +177,22 @@ async fn resolve_index(source: &impl Source, view: &MailboxView, query: Query) -
         let hits = source.indexed(name, &needle).await?;
         found.push(((name, needle), std::sync::Arc::new(hits)));
     }
-    let uids: Vec<u32> = (1..=view.exists())
-        .filter_map(|seq| view.uid_of(seq))
+    // Still shown but expunged: deferred expunges the view knows of, and those after
+    // the MODSEQ it has caught up to (a few tombstones, not the mailbox's history).
+    let mut unsure: Vec<u32> = source
+        .expunged_since(view.modseq)
+        .await?
+        .into_iter()
+        .filter(|&uid| view.seq_of(uid).is_some())
         .collect();
-    let unsure = std::sync::Arc::new(source.expunged(&uids).await?);
+    unsure.extend(
+        (1..=view.exists())
+            .filter_map(|seq| view.uid_of(seq))
+            .filter(|&uid| view.is_expunged(uid)),
+    );
+    unsure.sort_unstable();
+    unsure.dedup();
+    let unsure = std::sync::Arc::new(unsure);
     Ok(query.with_index(&found, &unsure))
 }
 
@@ -1503,10 +1511,10 @@ nested body words\r\n\
                 .collect())
         }
 
-        async fn expunged(&self, uids: &[u32]) -> CmdResult<Vec<u32>> {
-            Ok(uids
-                .iter()
-                .copied()
+        async fn expunged_since(&self, _since: u64) -> CmdResult<Vec<u32>> {
+            // The fake keeps no tombstones: what a view still shows and the fake lacks
+            // was expunged.
+            Ok((1..2000)
                 .filter(|u| !self.rows.iter().any(|(m, _)| m.uid == *u))
                 .collect())
         }
@@ -1857,6 +1865,44 @@ nested body words\r\n\
             uids("HEADER IMDN-Message-ID \"\"").await,
             vec![1, 2, 3, 4, 6]
         );
+
+        // Another session expunges message 1; this view still shows it (and no longer
+        // the index): it is searched from its kept content, as the scan does.
+        store
+            .store_flags(
+                account,
+                mailbox.id,
+                &[cpmstore_storage::UidRange::one(1)],
+                cpmstore_storage::FlagOp::Add,
+                &Flags {
+                    system: SystemFlags(SystemFlags::DELETED),
+                    keywords: vec![],
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        store.expunge(account, mailbox.id, None).await.unwrap();
+        assert!(
+            store
+                .uids_by_header_containing(account, mailbox.id, "IMDN-Message-ID", "xk2m")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for keys in [
+            "HEADER IMDN-Message-ID xk2m",
+            "NOT HEADER IMDN-Message-ID xk2m",
+        ] {
+            let scanned = run(&source, &view, &query(keys)).await.unwrap();
+            let indexed = resolve_index(&source, &view, query(keys)).await.unwrap();
+            assert_eq!(
+                run(&source, &view, &indexed).await.unwrap(),
+                scanned,
+                "{keys}"
+            );
+        }
+        assert_eq!(uids("HEADER IMDN-Message-ID xk2m").await, vec![1]);
     }
 }
 
