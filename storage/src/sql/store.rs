@@ -553,26 +553,9 @@ impl Store for SqlStore {
         let Some(name) = crate::cpm::indexed_name(name) else {
             return Err(Error::Invalid(format!("header {name:?} is not indexed")));
         };
-        self.read_mailbox(account, mailbox)
-            .await
-            .map_err(|e| self.fail(e))?;
         let folded = needle.to_ascii_lowercase();
         let chars = i64::try_from(folded.chars().count())
             .map_err(|_| Error::Invalid("search string too long".into()))?;
-        // Equal values: the value index (account, name, folded, mailbox, uid).
-        let equal = sqlx::query(
-            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND name = $2 AND folded = $3 \
-             AND mailbox_id = $4",
-        )
-        .bind(account.0)
-        .bind(name)
-        .bind(folded.as_str())
-        .bind(mailbox.0)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.map_err(e))?;
-        // Longer values that contain it: the length index (account, mailbox, name,
-        // length(folded)), written exactly as indexed so that the planner uses it.
         let mut pattern = String::with_capacity(folded.len() + 2);
         pattern.push('%');
         for c in folded.chars() {
@@ -582,21 +565,34 @@ impl Store for SqlStore {
             pattern.push(c);
         }
         pattern.push('%');
-        let longer = sqlx::query(
-            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $2 AND name = $3 \
-             AND length(folded) > CAST($4 AS INTEGER) AND folded LIKE $5 ESCAPE '\\'",
+        // One statement, two index searches: values equal to the needle by the value
+        // index (account, name, folded, mailbox, uid); longer values that contain it by
+        // the length index (account, mailbox, name, length(folded), folded, uid), its
+        // expression written exactly as indexed so that the planner uses it.
+        let rows = sqlx::query(
+            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND name = $2 AND folded = $3 \
+             AND mailbox_id = $4 \
+             UNION ALL \
+             SELECT uid FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $4 AND name = $2 \
+             AND length(folded) > CAST($5 AS INTEGER) AND folded LIKE $6 ESCAPE '\\'",
         )
         .bind(account.0)
-        .bind(mailbox.0)
         .bind(name)
+        .bind(folded.as_str())
+        .bind(mailbox.0)
         .bind(chars)
         .bind(pattern)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.map_err(e))?;
-        let mut uids = equal
+        if rows.is_empty() {
+            // Nothing found: say so only of a mailbox that exists.
+            self.read_mailbox(account, mailbox)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let mut uids = rows
             .iter()
-            .chain(longer.iter())
             .map(|row| to_u32(row.try_get(0).map_err(|e| self.map_err(e))?, "uid"))
             .collect::<Result<Vec<u32>>>()?;
         uids.sort_unstable();

@@ -185,11 +185,7 @@ async fn resolve_index(source: &impl Source, view: &MailboxView, query: Query) -
         .into_iter()
         .filter(|&uid| view.seq_of(uid).is_some())
         .collect();
-    unsure.extend(
-        (1..=view.exists())
-            .filter_map(|seq| view.uid_of(seq))
-            .filter(|&uid| view.is_expunged(uid)),
-    );
+    unsure.extend(view.pending_expunges());
     unsure.sort_unstable();
     unsure.dedup();
     let unsure = std::sync::Arc::new(unsure);
