@@ -187,6 +187,20 @@ fn bench(
         ms(percentile(&times, 0.99)),
         ms(*times.last().expect("at least one search"))
     );
+    // The same session's round trip for a command that does nothing: what the machine
+    // (TLS, scheduling under load) adds to every command.
+    let mut noops = Vec::with_capacity(searches);
+    for _ in 0..searches {
+        let start = Instant::now();
+        c.command("NOOP").ok();
+        noops.push(start.elapsed());
+    }
+    noops.sort();
+    println!(
+        "NOOP, {searches} commands (the round trip alone): median {}, p99 {}",
+        ms(percentile(&noops, 0.5)),
+        ms(percentile(&noops, 0.99))
+    );
     // For comparison: a substring that is not a whole id, and an id that is not there.
     for (what, needle) in [
         ("a 6-character infix", &imdn_id(n / 2)[5..11]),
