@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::validate::validate_username;
 
+/// The CPM system flag a client sets once it has sent a read report (IMDN display
+/// notification) for a message; kept only where `[cpm] read_report_flag` is on.
+pub use cpmstore_storage::cpm::READ_REPORT_SENT;
+
 /// Longest Conversation-ID or Contribution-ID accepted as a folder name level.
 pub const MAX_ID_BYTES: usize = 256;
 
@@ -117,6 +121,33 @@ pub async fn ensure_roots(store: &dyn Store, config: &Config) -> Result<usize, C
         tracing::info!(created, root = %root, "CPM root folder created for existing subscribers");
     }
     Ok(created)
+}
+
+/// Indexes the CPM headers of the messages stored before the index existed (migration
+/// 0005 lists them), batch by batch; returns how many messages it read.
+///
+/// A start-up step, run before the listeners accept anything, so that `SEARCH HEADER`
+/// answered from the index finds old messages as a scan would, and deposits of a
+/// retried old object stay idempotent. It reads each listed message once (after the
+/// upgrade to 0005: every message without CPM headers too, as nothing told them apart);
+/// later starts find the list empty (one query). Several nodes may run it at once.
+pub async fn backfill_index(store: &dyn Store) -> Result<u64, CpmError> {
+    const BATCH: u32 = 500;
+    let mut total = 0;
+    loop {
+        let done = store.backfill_cpm_headers(BATCH).await?;
+        if done == 0 {
+            break;
+        }
+        total += done;
+    }
+    if total > 0 {
+        tracing::info!(
+            messages = total,
+            "CPM header index filled for older messages"
+        );
+    }
+    Ok(total)
 }
 
 /// Opens (or creates) the mailbox `name`, creating missing levels; names the ones
@@ -234,7 +265,7 @@ pub async fn deposit(
     if let Some(session) = &session {
         check_header(&content, CONTRIBUTION_ID, "Contribution-ID", session)?;
     }
-    let flags = parse_flags(&flags)?;
+    let flags = parse_flags(&flags, config.cpm.read_report_flag)?;
     let internal_date = match &date {
         Some(text) => Some(parse_date(text)?),
         None => None,
@@ -357,10 +388,17 @@ fn check_header(content: &[u8], name: &str, shown: &str, expected: &str) -> Resu
     }
 }
 
-/// `\Seen`, `\Answered`, `\Flagged`, `\Deleted`, `\Draft` (any case) and keywords.
-pub fn parse_flags(given: &[String]) -> Result<Flags, CpmError> {
+/// `\Seen`, `\Answered`, `\Flagged`, `\Deleted`, `\Draft` (any case), keywords, and
+/// the CPM flag `\read-report-sent` where `read_report` (`[cpm] read_report_flag`).
+pub fn parse_flags(given: &[String], read_report: bool) -> Result<Flags, CpmError> {
     let mut flags = Flags::default();
     for flag in given.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
+        if read_report && flag.eq_ignore_ascii_case(READ_REPORT_SENT) {
+            if !flags.keywords.iter().any(|k| k == READ_REPORT_SENT) {
+                flags.keywords.push(READ_REPORT_SENT.to_owned());
+            }
+            continue;
+        }
         if let Some(system) = flag.strip_prefix('\\') {
             let bit = match system.to_ascii_lowercase().as_str() {
                 "seen" => SystemFlags::SEEN,
@@ -445,9 +483,11 @@ pub fn decode_events(bytes: &[u8]) -> Result<EventReport, CpmError> {
 /// any folder. Every event is checked before any is applied.
 pub async fn apply_events(
     store: &dyn Store,
+    config: &Config,
     user: &str,
     report: &EventReport,
 ) -> Result<Applied, CpmError> {
+    let read_report = config.cpm.read_report_flag;
     let account = subscriber(store, user).await?;
     let mut parsed = Vec::with_capacity(report.events.len());
     for event in &report.events {
@@ -456,7 +496,11 @@ pub async fn apply_events(
                 "an event has an empty imdn_message_id".into(),
             ));
         }
-        parsed.push((event, parse_flags(&event.add)?, parse_flags(&event.remove)?));
+        parsed.push((
+            event,
+            parse_flags(&event.add, read_report)?,
+            parse_flags(&event.remove, read_report)?,
+        ));
     }
     let mut outcome = Applied {
         applied: 0,
@@ -513,10 +557,14 @@ mod tests {
 
     #[test]
     fn flags_dates_and_ids() {
-        let flags = parse_flags(&["\\seen".into(), "$MDNSent".into(), " ".into()]).unwrap();
+        let flags = parse_flags(&["\\seen".into(), "$MDNSent".into(), " ".into()], true).unwrap();
         assert_eq!(flags.system.0, SystemFlags::SEEN);
         assert_eq!(flags.keywords, ["$MDNSent"]);
-        assert!(parse_flags(&["\\Recent".into()]).is_err());
+        assert!(parse_flags(&["\\Recent".into()], true).is_err());
+        let flags = parse_flags(&["\\Read-Report-Sent".into()], true).unwrap();
+        assert_eq!(flags.keywords, [READ_REPORT_SENT]);
+        let err = parse_flags(&["\\read-report-sent".into()], false).unwrap_err();
+        assert!(err.to_string().contains("unsupported system flag"), "{err}");
         assert_eq!(parse_date("2026-12-03T09:15:00+02:00").unwrap().1, 120);
         assert!(parse_date("yesterday").is_err());
         for bad in ["", "a/b", " a", "*", "x%", "a\r"] {

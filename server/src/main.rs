@@ -423,7 +423,7 @@ async fn cpm_command(command: CpmCommand, config: &Config) -> Result<(), CliErro
         CpmCommand::Event { user } => {
             let applied = async {
                 let report = cpm::decode_events(&input)?;
-                cpm::apply_events(store.as_ref(), &user, &report).await
+                cpm::apply_events(store.as_ref(), config, &user, &report).await
             }
             .await;
             match applied {

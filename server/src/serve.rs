@@ -236,6 +236,9 @@ pub async fn run_until(
     crate::cpm::ensure_roots(store.as_ref(), &config)
         .await
         .map_err(|e| ServeError::Other(format!("cannot create the CPM root folders: {e}")))?;
+    crate::cpm::backfill_index(store.as_ref())
+        .await
+        .map_err(|e| ServeError::Other(format!("cannot fill the CPM header index: {e}")))?;
 
     let tls_dir = config.data_dir.join("tls");
     let source = match (&config.tls.cert, &config.tls.key) {
@@ -303,6 +306,7 @@ pub async fn run_until(
         account_slots: crate::imap::AccountSlots::new(config.limits.max_connections_per_account),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
+        cpm: config.cpm.clone(),
     });
     let limits = ConnLimits::new(&config.limits);
 

@@ -23,6 +23,11 @@ pub const IN_REPLY_TO_CONTRIBUTION_ID: &str = "inreplyto-contribution-id";
 /// `IMDN-Message-ID`, lower-case.
 pub const IMDN_MESSAGE_ID: &str = "imdn-message-id";
 
+/// The CPM system flag `\read-report-sent` (a read report was sent for the message),
+/// as stored: among the message's keywords, in this spelling (the one `\`-flag the
+/// keyword list takes). The server keeps it only where `[cpm] read_report_flag` is on.
+pub const READ_REPORT_SENT: &str = "\\read-report-sent";
+
 /// Longest value indexed, in bytes; a longer one is left out of the index (CPM ids are
 /// short tokens; a huge header is not one).
 pub const MAX_VALUE_BYTES: usize = 1024;

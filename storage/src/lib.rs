@@ -630,6 +630,24 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         value: &str,
     ) -> Result<Vec<u32>>;
+    /// UIDs of the mailbox's messages with an indexed value of header `name` (one of
+    /// [`cpm::INDEXED_HEADERS`], any case) that contains `needle`, both compared in
+    /// ASCII lower case, ascending: IMAP `SEARCH HEADER`'s substring match, answered from
+    /// the index (values equal to the needle by one index, longer ones of this mailbox
+    /// and header by another). The values are those of [`cpm::indexed_headers`]; an
+    /// empty needle finds every message with one. A name that is not indexed gives
+    /// [`Error::Invalid`]; an unknown mailbox [`Error::NotFound`].
+    async fn uids_by_header_containing(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        name: &str,
+        needle: &str,
+    ) -> Result<Vec<u32>>;
+    /// Indexes the CPM headers of up to `batch` messages stored before the index
+    /// existed (migrations 0003, 0005); returns how many it looked at, 0 once none is
+    /// left. Safe to run on several nodes at once.
+    async fn backfill_cpm_headers(&self, batch: u32) -> Result<u64>;
     /// Every message of the account, in any mailbox, whose `IMDN-Message-ID` equals
     /// `imdn_id` ignoring ASCII case: (mailbox, UID), sorted.
     async fn objects_by_imdn(

@@ -81,6 +81,7 @@ stories!(
     ping_and_close,
     cpm_header_index,
     cpm_header_index_follows_messages,
+    cpm_header_search_and_backfill,
 );
 
 // --- the environment -----------------------------------------------------------------------
@@ -2787,6 +2788,15 @@ async fn remove_account(env: &Env) {
     let bob = store.create_account(account("bob", 2)).await.unwrap();
     populate(store, alice.id, "alice").await;
     populate(store, bob.id, "bob").await;
+    // Rows for the start-up backfill of the CPM header index (only migration 0005
+    // writes them): they go with the account too.
+    sqlx::query(
+        "INSERT INTO cpm_headers_pending (account_id, mailbox_id, uid) \
+         SELECT account_id, mailbox_id, uid FROM messages",
+    )
+    .execute(&env.raw)
+    .await
+    .unwrap();
 
     let tables = env.account_tables().await;
     for expected in [
@@ -2804,6 +2814,7 @@ async fn remove_account(env: &Env) {
         "whitelist_entries",
         "whitelists",
         "cpm_headers",
+        "cpm_headers_pending",
     ] {
         assert!(
             tables.iter().any(|t| t == expected),
@@ -3248,4 +3259,178 @@ async fn cpm_header_index_follows_messages(env: &Env) {
             .unwrap()
             .get(0);
     assert_eq!(rows, 0);
+}
+
+async fn containing(
+    store: &Arc<dyn Store>,
+    a: AccountId,
+    m: MailboxId,
+    n: &str,
+    v: &str,
+) -> Vec<u32> {
+    store.uids_by_header_containing(a, m, n, v).await.unwrap()
+}
+
+/// SEARCH HEADER's substring match from the index (equal values by one index, longer
+/// ones by the length index), and the start-up backfill of messages the index lacks.
+async fn cpm_header_search_and_backfill(env: &Env) {
+    let store = &env.store;
+    let alice = store.create_account(account("alice", 1)).await.unwrap().id;
+    store
+        .create_mailbox(alice, folder("RCSMessageStore"))
+        .await
+        .unwrap();
+    let c1 = store
+        .create_mailbox(alice, folder("RCSMessageStore/c1"))
+        .await
+        .unwrap()
+        .id;
+    let c2 = store
+        .create_mailbox(alice, folder("RCSMessageStore/c2"))
+        .await
+        .unwrap()
+        .id;
+    for imdn in ["Xk2mQ7rT0a9LpZ3c", "Xk2mQ7rT0a9LpZ3d", "a_b%c\\d", "ab"] {
+        store
+            .append(alice, c1, cpm_object("c1", None, imdn))
+            .await
+            .unwrap();
+    }
+    store.append(alice, c1, message("plain")).await.unwrap();
+    store
+        .append(alice, c2, cpm_object("c2", None, "Xk2mQ7rT0a9LpZ3c"))
+        .await
+        .unwrap();
+    let imdn = "IMDN-Message-ID";
+    let cases: &[(&str, &[u32])] = &[
+        ("Xk2mQ7rT0a9LpZ3c", &[1]),
+        ("xk2mq7rt0a9lpz3", &[1, 2]),
+        ("XK2M", &[1, 2]),
+        ("0a9l", &[1, 2]),
+        ("3D", &[2]),
+        ("Xk2mQ7rT0a9LpZ3cc", &[]),
+        ("_", &[3]),
+        ("%", &[3]),
+        ("\\", &[3]),
+        ("b%c", &[3]),
+        ("a_b%c\\d", &[3]),
+        ("a", &[1, 2, 3, 4]),
+        ("ab", &[4]),
+        ("not-", &[]),
+        ("", &[1, 2, 3, 4]),
+    ];
+    for (needle, want) in cases {
+        assert_eq!(
+            &containing(store, alice, c1, imdn, needle).await,
+            want,
+            "{needle:?}"
+        );
+    }
+    assert_eq!(containing(store, alice, c2, imdn, "xk2m").await, vec![1]);
+    assert_eq!(
+        containing(store, alice, c1, "conversation-id", "C").await,
+        vec![1, 2, 3, 4]
+    );
+    assert!(matches!(
+        store
+            .uids_by_header_containing(alice, c1, "Subject", "p")
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .uids_by_header_containing(alice, MailboxId(i64::MAX), imdn, "x")
+            .await,
+        Err(Error::NotFound(_))
+    ));
+
+    // The search of a whole id uses the indexes, not a scan of the table.
+    if env.backend == Backend::Sqlite {
+        let plan: Vec<String> = sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT uid FROM cpm_headers WHERE account_id = 1 AND mailbox_id = 2 \
+             AND name = 'imdn-message-id' AND length(folded) > CAST(16 AS INTEGER) \
+             AND folded LIKE '%x%' ESCAPE '\\'",
+        )
+        .fetch_all(&env.raw)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>(3))
+        .collect();
+        assert!(
+            plan.iter().any(|l| l.contains("cpm_headers_by_length")),
+            "{plan:?}"
+        );
+    }
+
+    // Messages stored before the index: their rows gone, listed for the backfill, as
+    // migration 0005 lists them.
+    assert_eq!(
+        store.backfill_cpm_headers(10).await.unwrap(),
+        0,
+        "nothing pending"
+    );
+    sqlx::query("DELETE FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $2")
+        .bind(alice.0)
+        .bind(c1.0)
+        .execute(&env.raw)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cpm_headers_pending (account_id, mailbox_id, uid) \
+         SELECT account_id, mailbox_id, uid FROM messages WHERE account_id = $1 AND mailbox_id = $2",
+    )
+    .bind(alice.0)
+    .bind(c1.0)
+    .execute(&env.raw)
+    .await
+    .unwrap();
+    assert!(containing(store, alice, c1, imdn, "xk2m").await.is_empty());
+    // A listed message expunged meanwhile leaves the list with it.
+    store
+        .store_flags(
+            alice,
+            c1,
+            &[UidRange::one(4)],
+            FlagOp::Add,
+            &Flags {
+                system: SystemFlags(SystemFlags::DELETED),
+                keywords: vec![],
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    store.expunge(alice, c1, None).await.unwrap();
+    let mut read = Vec::new();
+    loop {
+        let n = store.backfill_cpm_headers(2).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        read.push(n);
+    }
+    assert_eq!(
+        read,
+        vec![2, 2],
+        "uids 1-3 and the plain message 5, two at a time"
+    );
+    for (needle, want) in cases {
+        let want: Vec<u32> = want.iter().copied().filter(|u| *u != 4).collect();
+        assert_eq!(
+            containing(store, alice, c1, imdn, needle).await,
+            want,
+            "{needle:?}"
+        );
+    }
+    assert_eq!(
+        by_header(store, alice, c1, imdn, "Xk2mQ7rT0a9LpZ3c").await,
+        vec![1]
+    );
+    let pending: i64 = sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM cpm_headers_pending")
+        .fetch_one(&env.raw)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0);
 }

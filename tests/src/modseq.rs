@@ -19,7 +19,8 @@ pub fn message(n: u32) -> Vec<u8> {
 
 /// A server on SQLite with the user `alice`.
 pub fn server_with_user() -> Server {
-    let server = Server::start();
+    // The stories create top-level mailboxes: no CPM folder rules.
+    let server = Server::start_generic();
     server.add_user("alice", PASSWORD);
     server
 }
@@ -34,6 +35,7 @@ pub fn on_postgres(prefix: &str, story: impl FnOnce(&Server)) {
     let mut db = TempDatabase::create(&admin, prefix);
     let mut server = Server::start_with(ServerOptions {
         storage_url: Some(db.url.clone()),
+        extra_config: crate::server::GENERIC_IMAP.into(),
         ..Default::default()
     });
     server.add_user("alice", PASSWORD);

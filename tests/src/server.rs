@@ -58,10 +58,25 @@ pub struct ServerOptions {
     pub admin_token: Option<String>,
 }
 
+/// `[cpm]` for the tests of IMAP in general: the CPM folder rules (on by default,
+/// INTERFACES.md 9.1) off, so that a test may create top-level mailboxes and move
+/// messages anywhere, as on any IMAP server. The rules have their own tests
+/// (tests/cpm.rs, and the in-process tables).
+pub const GENERIC_IMAP: &str = "[cpm]\nenforce_folder_rules = false\n";
+
 impl Server {
     /// A server on SQLite with the embedded defaults but ephemeral ports.
     pub fn start() -> Server {
         Server::start_with(ServerOptions::default())
+    }
+
+    /// [`Server::start`] with [`GENERIC_IMAP`]: for tests that create top-level
+    /// mailboxes.
+    pub fn start_generic() -> Server {
+        Server::start_with(ServerOptions {
+            extra_config: GENERIC_IMAP.into(),
+            ..ServerOptions::default()
+        })
     }
 
     pub fn start_with(options: ServerOptions) -> Server {

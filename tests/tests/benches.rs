@@ -78,3 +78,13 @@ fn conn_mem_bench_runs() {
         assert!(line.contains(closed), "{closed} expected: {line}");
     }
 }
+
+#[test]
+fn cpm_bench_runs() {
+    let out = run(env!("CARGO_BIN_EXE_cpm-bench"), &["30", "5", "2", "10"]);
+    assert!(
+        out.contains("deposits/s")
+            && out.contains("UID SEARCH HEADER IMDN-Message-ID <id>, 5 searches: median"),
+        "{out}"
+    );
+}

@@ -224,7 +224,8 @@ fn story(a_node: &Server, b_node: &Server, c_node: &Server) {
 
 #[test]
 fn three_sessions_on_one_server() {
-    let server = Server::start();
+    // The story creates a top-level mailbox: no CPM folder rules.
+    let server = Server::start_generic();
     server.add_user("alice", PASSWORD);
     story(&server, &server, &server);
 }
@@ -237,6 +238,7 @@ fn sessions_on_two_nodes_of_one_postgresql() {
     let db = TempDatabase::create(&admin, "cpmstore_sessions");
     let options = ServerOptions {
         storage_url: Some(db.url.clone()),
+        extra_config: cpmstore_tests::server::GENERIC_IMAP.into(),
         ..Default::default()
     };
     let one = Server::start_with(options.clone());

@@ -618,3 +618,193 @@ fn two_nodes_deposit_race_idle_and_condstore() {
     assert!(r.contains("UID 3") && r.contains("\\Seen"), "{r}");
     assert!(modseq(&r) > before, "{r}");
 }
+
+/// `NO [CANNOT]` with the reason, and nothing changed.
+fn refused(c: &mut Client, command: &str, why: &str) {
+    let r = c.command(command);
+    assert!(
+        r.status.starts_with("NO [CANNOT]") && r.status.contains(why),
+        "{command}: {r:?}"
+    );
+}
+
+/// The folder rules of INTERFACES 9.1 (on by default), `\read-report-sent` (9.4) and
+/// SEARCH HEADER's substring match on the indexed CPM headers, over real sockets; then
+/// the same server with both switched off.
+#[test]
+fn folder_rules_read_report_flag_and_header_search() {
+    let server = with_token(None);
+    server.add_user("alice", "cpm pw");
+    let conversation = conversation_path("alice", CONVERSATION);
+    for name in ["chat-message.eml", "imdn-displayed.eml"] {
+        assert_eq!(deposit(&server, &conversation, &object(name)).status, 201);
+    }
+    let folder = format!("{ROOT}/{CONVERSATION}");
+    let mut c = Client::login(server.imaps, "alice", "cpm pw");
+
+    // CREATE only under the root; the default mailboxes are there already.
+    refused(
+        &mut c,
+        "CREATE Work",
+        "create folders only under RCSMessageStore",
+    );
+    refused(&mut c, "CREATE Work/2026", "only under RCSMessageStore");
+    assert!(
+        c.command("CREATE Sent")
+            .status
+            .starts_with("NO [ALREADYEXISTS]")
+    );
+    c.command(&format!("CREATE {ROOT}/Mine")).ok();
+    let listed = c.command("LIST \"\" \"*\"").ok().all_text();
+    assert!(!listed.contains("Work"), "{listed}");
+    assert!(listed.contains(&format!("{ROOT}/Mine")), "{listed}");
+
+    // Objects leave a history folder by COPY only.
+    c.command(&format!("SELECT \"{folder}\"")).ok();
+    refused(&mut c, "MOVE 1 INBOX", "not moved one by one");
+    refused(&mut c, &format!("UID MOVE 1:* {ROOT}/Mine"), "COPY them");
+    let r = c.command("UID COPY 1 INBOX").ok();
+    assert!(r.status.starts_with("OK [COPYUID "), "{r:?}");
+    let r = c.command("NOOP").ok();
+    assert!(
+        !r.all_text().contains("EXPUNGE"),
+        "nothing left the folder: {r:?}"
+    );
+    assert_eq!(search(&mut c, "ALL"), vec![1, 2]);
+    // Into a history folder and out of INBOX: allowed.
+    c.command("SELECT INBOX").ok();
+    let r = c.command(&format!("UID MOVE 1:* {ROOT}/Mine")).ok();
+    assert!(r.all_text().contains("EXPUNGE"), "{r:?}");
+
+    // SEARCH HEADER on the indexed names: a case-insensitive substring, from the index.
+    c.command(&format!("SELECT \"{folder}\"")).ok();
+    assert_eq!(search(&mut c, "HEADER IMDN-Message-ID xk2mq7"), vec![1]);
+    assert_eq!(search(&mut c, "HEADER imdn-message-id 0A9LPZ3"), vec![1]);
+    assert_eq!(search(&mut c, "HEADER IMDN-Message-ID \"\""), vec![1, 2]);
+    assert_eq!(search(&mut c, "HEADER Conversation-ID 9b1a"), vec![1, 2]);
+    assert_eq!(search(&mut c, "NOT HEADER IMDN-Message-ID Nq8v"), vec![1]);
+    assert!(search(&mut c, "HEADER IMDN-Message-ID Xk2mQ7rT0a9LpZ3cX").is_empty());
+
+    // \read-report-sent: kept, shown, advertised; settable by the network too.
+    let r = c.command("SELECT INBOX").ok().all_text();
+    assert!(
+        r.contains("\\read-report-sent"),
+        "FLAGS and PERMANENTFLAGS name it: {r}"
+    );
+    c.command(&format!("SELECT \"{folder}\"")).ok();
+    c.command("UID STORE 1 +FLAGS (\\read-report-sent)").ok();
+    let report =
+        json!({"events": [{"imdn_message_id": "Nq8vW1eY4uI6oP2s", "add": ["\\read-report-sent"]}]});
+    let a = post(
+        &server,
+        "/v1/cpm/alice/events",
+        TOKEN,
+        report.to_string().as_bytes(),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    c.command("LOGOUT");
+    let mut c = Client::login(server.imaps, "alice", "cpm pw");
+    c.command(&format!("EXAMINE \"{folder}\"")).ok();
+    let r = c.command("UID FETCH 1:2 (FLAGS)").ok();
+    let flagged = r
+        .untagged
+        .iter()
+        .filter(|l| l.contains("FLAGS (\\read-report-sent)"));
+    assert_eq!(flagged.count(), 2, "{r:?}");
+
+    // RENAME and DELETE of whole folders stay allowed.
+    c.command(&format!("RENAME {ROOT}/Mine {ROOT}/Ours")).ok();
+    c.command(&format!("DELETE {ROOT}/Ours")).ok();
+
+    // Both switched off.
+    let plain = Server::start_with(ServerOptions {
+        admin_token: Some(TOKEN.into()),
+        extra_config: "[cpm]\nenforce_folder_rules = false\nread_report_flag = false\n".into(),
+        ..Default::default()
+    });
+    plain.add_user("bob", "cpm pw");
+    let mut c = Client::login(plain.imaps, "bob", "cpm pw");
+    c.command("CREATE Work").ok();
+    let r = c.command("SELECT INBOX").ok().all_text();
+    assert!(!r.contains("read-report-sent"), "{r}");
+    let a = deposit(
+        &plain,
+        &format!(
+            "{}?flags=%5Cread-report-sent",
+            conversation_path("bob", CONVERSATION)
+        ),
+        &object("chat-message.eml"),
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(
+        deposit(
+            &plain,
+            &conversation_path("bob", CONVERSATION),
+            &object("chat-message.eml")
+        )
+        .status,
+        201
+    );
+    c.command(&format!("SELECT \"{folder}\"")).ok();
+    let r = c.command("UID STORE 1 +FLAGS (\\read-report-sent)");
+    assert!(r.status.starts_with("BAD"), "{r:?}");
+    let r = c.command("UID MOVE 1 Work").ok();
+    assert!(r.all_text().contains("EXPUNGE"), "{r:?}");
+}
+
+/// Messages stored before the CPM header index (migration 0003) are indexed when the
+/// server starts, so SEARCH HEADER answered from the index finds them.
+#[test]
+fn older_messages_are_indexed_at_start() {
+    let mut server = with_token(None);
+    server.add_user("alice", "cpm pw");
+    let conversation = conversation_path("alice", CONVERSATION);
+    assert_eq!(
+        deposit(&server, &conversation, &object("chat-message.eml")).status,
+        201
+    );
+    // As a store from before 0003 looks once 0005 has run: no index rows, the message
+    // listed for the backfill.
+    let url = format!(
+        "sqlite://{}",
+        server.dir.path().join("data/cpmstore.db").display()
+    );
+    let change = |sql: &'static str| {
+        let url = url.clone();
+        cpmstore_tests::block_on(async move {
+            use sqlx::Connection;
+            let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        })
+    };
+    change("DELETE FROM cpm_headers");
+    change(
+        "INSERT INTO cpm_headers_pending (account_id, mailbox_id, uid) \
+         SELECT account_id, mailbox_id, uid FROM messages",
+    );
+    let folder = format!("{ROOT}/{CONVERSATION}");
+    let mut c = Client::login(server.imaps, "alice", "cpm pw");
+    c.command(&format!("SELECT \"{folder}\"")).ok();
+    assert!(
+        search(&mut c, "HEADER IMDN-Message-ID Xk2mQ7rT0a9LpZ3c").is_empty(),
+        "not in the index"
+    );
+    drop(c);
+    server.restart();
+    assert!(
+        server.log_text().contains("CPM header index filled"),
+        "{}",
+        server.log_text()
+    );
+    let mut c = Client::login(server.imaps, "alice", "cpm pw");
+    c.command(&format!("SELECT \"{folder}\"")).ok();
+    assert_eq!(
+        search(&mut c, "HEADER IMDN-Message-ID Xk2mQ7rT0a9LpZ3c"),
+        vec![1]
+    );
+    // A retried deposit of it is still recognised.
+    assert_eq!(
+        deposit(&server, &conversation, &object("chat-message.eml")).status,
+        200
+    );
+}

@@ -10,7 +10,8 @@ use cpmstore_tests::server::Server;
 const MSG: &[u8] = b"From: Alice <alice@example.net>\r\nTo: bob@example.net\r\nSubject: hello\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\nMessage-ID: <1@example.net>\r\n\r\nHello Bob.\r\n";
 
 fn server_with_user() -> Server {
-    let server = Server::start();
+    // These tests create top-level mailboxes: no CPM folder rules.
+    let server = Server::start_generic();
     server.add_user("alice", "correct horse");
     server
 }
@@ -296,12 +297,18 @@ fn append_select_store_copy_move_expunge() {
     let text = r.all_text();
     assert!(text.contains("* 3 EXISTS"), "{text}");
     assert!(text.contains("* 3 RECENT"), "{text}");
+    // `\read-report-sent`: the CPM flag, named where `[cpm] read_report_flag` (the
+    // default) is on.
     assert!(
-        text.contains("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)"),
+        text.contains(
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\read-report-sent $Work)"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)]"),
+        text.contains(
+            "[PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\read-report-sent $Work \\*)]"
+        ),
         "{text}"
     );
     assert!(

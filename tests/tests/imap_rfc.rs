@@ -19,7 +19,8 @@ fn note(n: u32) -> Vec<u8> {
 }
 
 fn start() -> Server {
-    let server = Server::start();
+    // These tests create top-level mailboxes: no CPM folder rules.
+    let server = Server::start_generic();
     server.add_user(USER, PASSWORD);
     server
 }

@@ -118,7 +118,7 @@ async fn events(
         }
         let bytes = read(&parts.headers, body, MAX_EVENTS_BYTES).await?;
         let report = cpm::decode_events(&bytes).map_err(Failure::Cpm)?;
-        let applied = cpm::apply_events(state.store.as_ref(), &user, &report)
+        let applied = cpm::apply_events(state.store.as_ref(), &state.config, &user, &report)
             .await
             .map_err(Failure::Cpm)?;
         tracing::info!(

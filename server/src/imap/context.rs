@@ -7,7 +7,7 @@ use cpmstore_storage::Store;
 
 use crate::auth::login::Authenticator;
 use crate::auth::psk_cache::PskCache;
-use crate::config::LimitsConfig;
+use crate::config::{CpmConfig, LimitsConfig};
 
 /// Limits a session applies.
 #[derive(Debug, Clone)]
@@ -57,6 +57,9 @@ pub struct ImapCtx {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Connection, login and command counters.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `[cpm]`: the root folder, the folder rules of CREATE/MOVE and whether
+    /// `\read-report-sent` is kept (INTERFACES.md 9.1, 9.4).
+    pub cpm: CpmConfig,
 }
 
 /// Something a connection holds until it logs in (its place among the connections not

@@ -75,6 +75,26 @@ impl CmdError {
     pub fn nonexistent() -> Self {
         CmdError::no_code("NONEXISTENT", "Mailbox doesn't exist")
     }
+    /// CREATE outside the CPM root under `[cpm] enforce_folder_rules` (INTERFACES.md
+    /// 9.1): `NO [CANNOT]`, naming where clients may create folders.
+    pub fn outside_cpm_root(root: &str) -> Self {
+        CmdError::no_code(
+            "CANNOT",
+            format!(
+                "Clients may create folders only under {root} (CPM message store folder rules); \
+                 try {root}/<name>."
+            ),
+        )
+    }
+    /// MOVE out of a Conversation or Session History folder under `[cpm]
+    /// enforce_folder_rules` (INTERFACES.md 9.1): `NO [CANNOT]`, saying what is allowed.
+    pub fn cpm_move_refused() -> Self {
+        CmdError::no_code(
+            "CANNOT",
+            "Objects of a CPM Conversation or Session History folder are not moved one by one; \
+             COPY them, or RENAME or DELETE the whole folder.",
+        )
+    }
 }
 
 impl From<StoreError> for CmdError {
@@ -186,6 +206,16 @@ mod tests {
             (
                 CmdError::metadata(MetadataCode::TooMany, "Too many entries"),
                 "a NO [METADATA TOOMANY] Too many entries\r\n",
+            ),
+            (
+                CmdError::outside_cpm_root("RCSMessageStore"),
+                "a NO [CANNOT] Clients may create folders only under RCSMessageStore (CPM \
+                 message store folder rules); try RCSMessageStore/<name>.\r\n",
+            ),
+            (
+                CmdError::cpm_move_refused(),
+                "a NO [CANNOT] Objects of a CPM Conversation or Session History folder are not \
+                 moved one by one; COPY them, or RENAME or DELETE the whole folder.\r\n",
             ),
             (
                 CmdError::bad("Unknown command"),

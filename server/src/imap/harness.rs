@@ -35,7 +35,7 @@ use super::state::{Login, Selected, State};
 use crate::auth::credentials::Verifier;
 use crate::auth::login::Authenticator;
 use crate::auth::throttle::{Throttle, ThrottleConfig};
-use crate::config::{AuthConfig, LimitsConfig};
+use crate::config::{AuthConfig, CpmConfig, LimitsConfig};
 use crate::net::{Conn, ConnInfo, ListenerKind};
 
 /// The harness subscriber's username.
@@ -128,6 +128,17 @@ pub fn auth_config() -> AuthConfig {
         failure_delay_ms: 0,
         max_failure_delay_ms: 0,
         ..AuthConfig::default()
+    }
+}
+
+/// `[cpm]` for harness sessions by default: the server's defaults but without the
+/// folder rules, so fuzz inputs and the generic command tables may create top-level
+/// mailboxes and move messages anywhere, as on a plain IMAP server. The CPM tables ask
+/// for the rules with [`Harness::with_cpm`].
+pub fn generic_cpm() -> CpmConfig {
+    CpmConfig {
+        enforce_folder_rules: false,
+        ..CpmConfig::default()
     }
 }
 
@@ -273,6 +284,15 @@ impl Harness {
     /// A harness on `store` (a fresh database, or one a harness used before), with
     /// `limits`; creates the subscriber, replacing one of the same name.
     pub async fn new(store: Arc<dyn Store>, limits: &LimitsConfig) -> Result<Harness, String> {
+        Harness::with_cpm(store, limits, generic_cpm()).await
+    }
+
+    /// A harness whose sessions apply `cpm` (the folder rules, `\read-report-sent`).
+    pub async fn with_cpm(
+        store: Arc<dyn Store>,
+        limits: &LimitsConfig,
+        cpm: CpmConfig,
+    ) -> Result<Harness, String> {
         let auth = auth_config();
         let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
         let verifier = Verifier::from_config(&auth);
@@ -298,6 +318,7 @@ impl Harness {
             account_slots: AccountSlots::new(limits.max_connections_per_account),
             shutdown: tokio_util::sync::CancellationToken::new(),
             metrics,
+            cpm,
         });
         if let Ok(old) = ctx.store.account_by_name(USERNAME).await {
             ctx.store
@@ -364,6 +385,7 @@ impl Harness {
             account_slots: c.account_slots.clone(),
             shutdown: c.shutdown.clone(),
             metrics: c.metrics.clone(),
+            cpm: c.cpm.clone(),
         });
         let limits = FrameLimits {
             max_command_bytes: c.limits.max_command_bytes,

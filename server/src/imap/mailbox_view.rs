@@ -153,6 +153,11 @@ impl MailboxView {
         self.pending_expunge.contains(&uid)
     }
 
+    /// The UIDs expunged in the store that the client has not been told of yet.
+    pub fn pending_expunges(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pending_expunge.iter().copied()
+    }
+
     pub fn last_uid(&self) -> u32 {
         self.uids.last().copied().unwrap_or(0)
     }

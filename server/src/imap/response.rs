@@ -169,7 +169,14 @@ pub fn push_highestmodseq(out: &mut Vec<u8>, modseq: u64, text: &str) {
 /// A keyword as a typed flag; `None` if it is not an atom. Keywords were atoms when
 /// clients stored them, so only a store filled some other way holds such a one; every
 /// typed flag list below leaves it out (as SELECT's FLAGS always did).
+/// The CPM flag `\read-report-sent`, kept among the keywords, is the system flag it
+/// names.
 pub fn keyword(keyword: &str) -> Option<Flag<'static>> {
+    if keyword == crate::cpm::READ_REPORT_SENT {
+        return Atom::try_from(keyword[1..].to_owned())
+            .ok()
+            .map(Flag::system);
+    }
     Atom::try_from(keyword.to_owned()).ok().map(Flag::Keyword)
 }
 

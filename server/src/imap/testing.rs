@@ -11,7 +11,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 
 use super::harness::{Harness, Opening, Start};
 use super::session;
-use crate::config::LimitsConfig;
+use crate::config::{CpmConfig, LimitsConfig};
 
 /// A harness on a fresh SQLite file (kept as long as the directory is).
 pub async fn harness() -> (tempfile::TempDir, Harness) {
@@ -20,12 +20,19 @@ pub async fn harness() -> (tempfile::TempDir, Harness) {
 
 /// A harness with `limits`.
 pub async fn harness_with(limits: &LimitsConfig) -> (tempfile::TempDir, Harness) {
+    harness_cpm(limits, super::harness::generic_cpm()).await
+}
+
+/// A harness with `limits` whose sessions apply `cpm`.
+pub async fn harness_cpm(limits: &LimitsConfig, cpm: CpmConfig) -> (tempfile::TempDir, Harness) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let store = cpmstore_storage::open(&url, &Default::default())
         .await
         .expect("a store");
-    let harness = Harness::new(store, limits).await.expect("a harness");
+    let harness = Harness::with_cpm(store, limits, cpm)
+        .await
+        .expect("a harness");
     (dir, harness)
 }
 
@@ -140,7 +147,12 @@ pub fn line_matches(line: &str, expected: &str) -> bool {
 /// lines are sent one at a time; after each tagged line, the server's lines up to its
 /// tagged answer are collected; all of them together must be `expected`, line by line.
 pub async fn table(start: Start, cases: &[(&[&str], &[&str])]) {
-    let (_dir, mut h) = harness().await;
+    table_cpm(super::harness::generic_cpm(), start, cases).await;
+}
+
+/// [`table`] with sessions that apply `cpm` (folder rules, `\read-report-sent`).
+pub async fn table_cpm(cpm: CpmConfig, start: Start, cases: &[(&[&str], &[&str])]) {
+    let (_dir, mut h) = harness_cpm(&LimitsConfig::default(), cpm).await;
     for (client, expected) in cases {
         let (mut c, _) = Client::start(&mut h, Opening::new(start)).await;
         let mut got = Vec::new();

@@ -670,6 +670,46 @@ pub(super) async fn insert_message(
     Ok(())
 }
 
+impl SqlStore {
+    /// One batch of [`Store::backfill_cpm_headers`]: the pending messages' headers
+    /// indexed (a message gone meanwhile took its pending row with it; one whose blob
+    /// cannot be read is dropped from the list all the same, so the backfill ends).
+    pub(super) async fn backfill_cpm_headers_tx(&self, batch: i64) -> TxResult<u64> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT p.account_id, p.mailbox_id, p.uid, b.data FROM cpm_headers_pending p \
+             LEFT JOIN messages m ON m.account_id = p.account_id AND m.mailbox_id = p.mailbox_id \
+             AND m.uid = p.uid \
+             LEFT JOIN blobs b ON b.account_id = m.account_id AND b.hash = m.blob_hash \
+             ORDER BY p.account_id, p.mailbox_id, p.uid LIMIT $1",
+        )
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let account = AccountId(row.try_get(0)?);
+            let mailbox = MailboxId(row.try_get(1)?);
+            let uid: i64 = row.try_get(2)?;
+            let data: Option<Vec<u8>> = row.try_get(3)?;
+            if let Some(data) = data {
+                let headers = crate::cpm::indexed_headers(&data);
+                insert_cpm_headers(&mut tx, account, mailbox, uid, &headers).await?;
+            }
+            sqlx::query(
+                "DELETE FROM cpm_headers_pending WHERE account_id = $1 AND mailbox_id = $2 \
+                 AND uid = $3",
+            )
+            .bind(account.0)
+            .bind(mailbox.0)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+}
+
 /// Indexes a message's CPM headers (see `crate::cpm`): (lower-case name, value) pairs.
 pub(super) async fn insert_cpm_headers<N: AsRef<str>>(
     tx: &mut AnyConnection,
@@ -778,17 +818,19 @@ pub(super) fn normalise_ranges(uids: &[UidRange]) -> Vec<(i64, i64)> {
 }
 
 /// Keywords sorted case-insensitively, each once (the first spelling wins). A keyword is
-/// an IMAP atom: no spaces, controls or atom-specials, and not a `\` system flag.
+/// an IMAP atom: no spaces, controls or atom-specials, and not a `\` system flag, except
+/// the CPM flag [`crate::cpm::READ_REPORT_SENT`], kept among the keywords.
 pub(super) fn normalise_keywords(keywords: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(keywords.len());
     for keyword in keywords {
-        let bad = keyword.is_empty()
-            || keyword.starts_with('\\')
-            || keyword.chars().any(|c| {
-                c.is_whitespace()
-                    || c.is_control()
-                    || matches!(c, '(' | ')' | '{' | '%' | '*' | '"' | '\\' | ']')
-            });
+        let bad = keyword != crate::cpm::READ_REPORT_SENT
+            && (keyword.is_empty()
+                || keyword.starts_with('\\')
+                || keyword.chars().any(|c| {
+                    c.is_whitespace()
+                        || c.is_control()
+                        || matches!(c, '(' | ')' | '{' | '%' | '*' | '"' | '\\' | ']')
+                }));
         if bad {
             return Err(Error::Invalid(format!("bad keyword {keyword:?}")));
         }

@@ -543,6 +543,68 @@ impl Store for SqlStore {
         Ok(uids)
     }
 
+    async fn uids_by_header_containing(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        name: &str,
+        needle: &str,
+    ) -> Result<Vec<u32>> {
+        let Some(name) = crate::cpm::indexed_name(name) else {
+            return Err(Error::Invalid(format!("header {name:?} is not indexed")));
+        };
+        let folded = needle.to_ascii_lowercase();
+        let chars = i64::try_from(folded.chars().count())
+            .map_err(|_| Error::Invalid("search string too long".into()))?;
+        let mut pattern = String::with_capacity(folded.len() + 2);
+        pattern.push('%');
+        for c in folded.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        // One statement, two index searches: values equal to the needle by the value
+        // index (account, name, folded, mailbox, uid); longer values that contain it by
+        // the length index (account, mailbox, name, length(folded), folded, uid), its
+        // expression written exactly as indexed so that the planner uses it.
+        let rows = sqlx::query(
+            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND name = $2 AND folded = $3 \
+             AND mailbox_id = $4 \
+             UNION ALL \
+             SELECT uid FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $4 AND name = $2 \
+             AND length(folded) > CAST($5 AS INTEGER) AND folded LIKE $6 ESCAPE '\\'",
+        )
+        .bind(account.0)
+        .bind(name)
+        .bind(folded.as_str())
+        .bind(mailbox.0)
+        .bind(chars)
+        .bind(pattern)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.map_err(e))?;
+        if rows.is_empty() {
+            // Nothing found: say so only of a mailbox that exists.
+            self.read_mailbox(account, mailbox)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        let mut uids = rows
+            .iter()
+            .map(|row| to_u32(row.try_get(0).map_err(|e| self.map_err(e))?, "uid"))
+            .collect::<Result<Vec<u32>>>()?;
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    async fn backfill_cpm_headers(&self, batch: u32) -> Result<u64> {
+        self.retry(|| Box::pin(self.backfill_cpm_headers_tx(i64::from(batch))))
+            .await
+    }
+
     async fn objects_by_imdn(
         &self,
         account: AccountId,

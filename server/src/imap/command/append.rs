@@ -32,7 +32,7 @@ pub async fn append<S: SessionStream>(
 ) -> CmdResult {
     let account = login.user.id;
     let name = mailbox_name(mailbox)?;
-    let flags = to_flags(&flags)?;
+    let flags = to_flags(&flags, s.ctx.cpm.read_report_flag)?;
     let content = crlf(match message {
         LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
         LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),

@@ -5,6 +5,7 @@ use cpmstore_storage::{Flags, SystemFlags};
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 
+use crate::cpm::READ_REPORT_SENT;
 use crate::imap::error::{CmdError, CmdResult};
 use crate::imap::mutf7;
 
@@ -38,10 +39,20 @@ pub fn existing_mailbox_name(m: &Mailbox<'_>) -> CmdResult<String> {
 }
 
 /// Converts a flag list from the wire; `\Recent` and unknown system flags are refused.
-pub fn to_flags(list: &[Flag<'_>]) -> CmdResult<Flags> {
+/// The CPM flag `\read-report-sent` (any case) is kept, among the keywords as
+/// [`READ_REPORT_SENT`], where `read_report` (`[cpm] read_report_flag`).
+pub fn to_flags(list: &[Flag<'_>], read_report: bool) -> CmdResult<Flags> {
     let mut flags = Flags::default();
     for f in list {
         let bit = match f {
+            Flag::Extension(_)
+                if read_report && f.to_string().eq_ignore_ascii_case(READ_REPORT_SENT) =>
+            {
+                if !flags.keywords.iter().any(|k| k == READ_REPORT_SENT) {
+                    flags.keywords.push(READ_REPORT_SENT.to_owned());
+                }
+                continue;
+            }
             Flag::Seen => SystemFlags::SEEN,
             Flag::Answered => SystemFlags::ANSWERED,
             Flag::Flagged => SystemFlags::FLAGGED,

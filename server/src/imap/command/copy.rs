@@ -43,6 +43,16 @@ pub async fn copy<S: SessionStream>(
         }
         Err(e) => return Err(e.into()),
     };
+    // INTERFACES.md 9.1: objects leave a history folder only by COPY (or with the
+    // whole folder, by RENAME or DELETE).
+    let cpm = &s.ctx.cpm;
+    if mv
+        && cpm.enforce_folder_rules
+        && dest.id != source
+        && super::mailbox::is_history_folder(&cpm.root, &view.mailbox.name)
+    {
+        return Err(CmdError::cpm_move_refused());
+    }
     let word = if mv { "Move" } else { "Copy" };
     if uids.is_empty() {
         return Ok(Done::text(format!(
@@ -104,8 +114,98 @@ fn uid_set(uids: &[u32]) -> Option<UidSet> {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::CpmConfig;
     use crate::imap::harness::Start;
-    use crate::imap::testing::table;
+    use crate::imap::testing::{table, table_cpm};
+
+    /// `[cpm] enforce_folder_rules`: objects leave a Conversation or Session History
+    /// folder by COPY only (MOVE and UID MOVE refused, nothing moved); moving into one,
+    /// and out of any other folder, is allowed; without the rules MOVE works.
+    #[tokio::test]
+    async fn cpm_history_folders_keep_their_objects() {
+        const WHY: &str = "NO [CANNOT] Objects of a CPM Conversation or Session History folder \
+                           are not moved one by one; COPY them, or RENAME or DELETE the whole \
+                           folder.";
+        let select = [
+            "* OK [CLOSED] Previous mailbox closed.",
+            "* FLAGS (...",
+            "* OK [PERMANENTFLAGS (...",
+            "* 2 EXISTS",
+            "* 2 RECENT",
+            "* OK [UNSEEN ...",
+            "* OK [UIDVALIDITY ...",
+            "* OK [UIDNEXT 3] Predicted next UID.",
+            "e OK [READ-WRITE] Select completed.",
+        ];
+        let mut expected = vec![
+            "a OK Create completed.",
+            "b OK [COPYUID ... 1 1] Copy completed.",
+            "* OK [COPYUID ... 3 2] Moved UIDs.",
+            "* 3 EXPUNGE",
+            "c OK Move completed.",
+            "d OK Create completed.",
+        ];
+        expected.extend(select);
+        let refused = [format!("f {WHY}"), format!("g {WHY}")];
+        expected.extend(refused.iter().map(String::as_str));
+        expected.extend([
+            "h OK [COPYUID ... 1:2 ...] Copy completed.",
+            "* SEARCH 1 2",
+            "i OK Search completed.",
+        ]);
+        table_cpm(
+            CpmConfig::default(),
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a CREATE RCSMessageStore/conv-1",
+                    "b COPY 1 RCSMessageStore/conv-1",
+                    "c MOVE 3 RCSMessageStore/conv-1",
+                    "d CREATE RCSMessageStore/conv-2",
+                    "e SELECT RCSMessageStore/conv-1",
+                    "f MOVE 1 INBOX",
+                    "g UID MOVE 1:* RCSMessageStore/conv-2",
+                    "h COPY 1:2 Archive",
+                    "i UID SEARCH ALL",
+                ],
+                &expected,
+            )],
+        )
+        .await;
+        let off = CpmConfig {
+            enforce_folder_rules: false,
+            ..CpmConfig::default()
+        };
+        table_cpm(
+            off,
+            Start::Authenticated,
+            &[(
+                &[
+                    "a CREATE RCSMessageStore/conv-1",
+                    "b APPEND RCSMessageStore/conv-1 {3+}\r\nx\r\n",
+                    "c SELECT RCSMessageStore/conv-1",
+                    "d MOVE 1 INBOX",
+                ],
+                &[
+                    "a OK Create completed.",
+                    "b OK [APPENDUID ... 1] Append completed.",
+                    "* FLAGS (...",
+                    "* OK [PERMANENTFLAGS (...",
+                    "* 1 EXISTS",
+                    "* 1 RECENT",
+                    "* OK [UNSEEN 1] First unseen.",
+                    "* OK [UIDVALIDITY ...",
+                    "* OK [UIDNEXT 2] Predicted next UID.",
+                    "c OK [READ-WRITE] Select completed.",
+                    "* OK [COPYUID ... 1 ...] Moved UIDs.",
+                    "* 1 EXPUNGE",
+                    "* 0 RECENT",
+                    "d OK Move completed.",
+                ],
+            )],
+        )
+        .await;
+    }
 
     #[tokio::test]
     async fn copy_and_move() {

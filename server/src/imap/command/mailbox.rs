@@ -48,6 +48,7 @@ pub async fn create<S: SessionStream>(
         ));
     }
     let name = valid_new_name(&name)?;
+    check_folder_rules(s, account, &name).await?;
     // Create missing superiors too (RFC 3501 6.3.3).
     let parts: Vec<&str> = name.split('/').collect();
     for depth in 1..parts.len() {
@@ -75,6 +76,43 @@ pub async fn create<S: SessionStream>(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Under `[cpm] enforce_folder_rules`, clients create folders only under the CPM root
+/// (INTERFACES.md 9.1): the root itself and anything below it may be created; a name
+/// elsewhere that exists already (a default mailbox) is `ALREADYEXISTS` as always, any
+/// other `NO [CANNOT]` saying where folders may go.
+async fn check_folder_rules<S: SessionStream>(
+    s: &Connection<S>,
+    account: cpmstore_storage::AccountId,
+    name: &str,
+) -> CmdResult<()> {
+    let cpm = &s.ctx.cpm;
+    if !cpm.enforce_folder_rules || in_cpm_tree(&cpm.root, name) {
+        return Ok(());
+    }
+    match s.ctx.store.mailbox(account, name).await {
+        Ok(_) => Err(CmdError::no_code(
+            "ALREADYEXISTS",
+            "Mailbox already exists.",
+        )),
+        Err(StoreError::NotFound(_)) => Err(CmdError::outside_cpm_root(&cpm.root)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `name` is the CPM root or a folder under it.
+pub fn in_cpm_tree(root: &str, name: &str) -> bool {
+    name == root || is_history_folder(root, name)
+}
+
+/// Whether `name` is a Conversation or Session History folder: any folder strictly
+/// under the CPM root (`<root>/<Conversation-ID>[/<Contribution-ID>]`, and what clients
+/// create there).
+pub fn is_history_folder(root: &str, name: &str) -> bool {
+    name.strip_prefix(root)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| !rest.is_empty())
 }
 
 /// DELETE; says whether it was the selected mailbox (`view`), which the dispatcher
@@ -264,8 +302,67 @@ mod tests {
 
 #[cfg(test)]
 mod table_tests {
+    use crate::config::CpmConfig;
     use crate::imap::harness::Start;
-    use crate::imap::testing::table;
+    use crate::imap::testing::{table, table_cpm};
+
+    /// `[cpm] enforce_folder_rules` (the default): folders only under the root; the
+    /// root itself and the existing mailboxes stay; RENAME and DELETE of whole folders
+    /// are allowed. Without the rules, the same CREATE succeeds.
+    #[tokio::test]
+    async fn cpm_folder_rules() {
+        const WHY: &str = "NO [CANNOT] Clients may create folders only under RCSMessageStore \
+                           (CPM message store folder rules); try RCSMessageStore/<name>.";
+        table_cpm(
+            CpmConfig::default(),
+            Start::Authenticated,
+            &[(
+                &[
+                    "a CREATE Work",
+                    "b CREATE Work/2026",
+                    "c CREATE RCSMessageStore",
+                    "d CREATE RCSMessageStore/tel:+15550100",
+                    "e CREATE RCSMessageStore/grp-1/contrib-1",
+                    "f CREATE RCSMessageStore/Mine/",
+                    "g CREATE Archive",
+                    "h CREATE INBOX",
+                    "i CREATE RCSMessageStorex",
+                    "j CREATE rcsmessagestore/x",
+                    "k CREATE \"&AGE-\"",
+                    "l RENAME RCSMessageStore/Mine RCSMessageStore/Ours",
+                    "m DELETE RCSMessageStore/grp-1/contrib-1",
+                    "n CREATE RCSMessageStore",
+                ],
+                &[
+                    &format!("a {WHY}"),
+                    &format!("b {WHY}"),
+                    "c OK Create completed.",
+                    "d OK Create completed.",
+                    "e OK Create completed.",
+                    "f OK Create completed.",
+                    "g NO [ALREADYEXISTS] Mailbox already exists.",
+                    "h NO [ALREADYEXISTS] Mailbox already exists.",
+                    &format!("i {WHY}"),
+                    &format!("j {WHY}"),
+                    "k NO [CANNOT] Invalid mailbox name: malformed modified UTF-7...",
+                    "l OK Rename completed.",
+                    "m OK Delete completed.",
+                    "n NO [ALREADYEXISTS] Mailbox already exists.",
+                ],
+            )],
+        )
+        .await;
+        let off = CpmConfig {
+            enforce_folder_rules: false,
+            ..CpmConfig::default()
+        };
+        table_cpm(
+            off,
+            Start::Authenticated,
+            &[(&["a CREATE Work"], &["a OK Create completed."])],
+        )
+        .await;
+    }
 
     #[tokio::test]
     async fn create_rename_delete_subscribe_status() {

@@ -15,6 +15,19 @@
 //! encoding undone, charset converted to UTF-8 by mail-parser), including those of
 //! attached messages along with their headers; TEXT sees the header and the body.
 //!
+//! The CPM headers (`HEADER` with Conversation-ID, Contribution-ID,
+//! InReplyTo-Contribution-ID or IMDN-Message-ID and a non-empty string; INTERFACES.md
+//! 9.4) are answered from the storage index, not from message bodies: [`resolve_index`]
+//! replaces each such key by the UIDs the index finds before the search runs, so they
+//! cost what a flag costs, in any combination with other keys. For these four names
+//! the match is defined on what the index holds, so that the index and a scan agree
+//! exactly: the values `storage::cpm::indexed_headers` reads from the top-level header
+//! (unfolded, trimmed, not RFC 2047-decoded: CPM ids are tokens; values over 1024
+//! bytes are not ids and are not searched), compared ignoring ASCII case, substring
+//! as RFC 3501 asks. A message the store expunged and this session still shows is not
+//! in the index; it is searched by reading its kept content with the same definition.
+//! `HEADER <name> ""` (every message that has the header) is the ordinary scan.
+//!
 //! CONDSTORE (RFC 7162 3.1.5): `MODSEQ n` matches messages whose MODSEQ is at least `n`
 //! (the form with an entry name is treated as the plain one, which the RFC allows, as
 //! we keep one MODSEQ per message); a SEARCH using it enables CONDSTORE, and its answer
@@ -70,6 +83,7 @@ pub async fn search<S: SessionStream>(
         account: login.user.id,
         mailbox: view.mailbox.id,
     };
+    let query = resolve_index(&source, view, query).await?;
     let hits = run(&source, view, &query).await?;
     let numbers: Vec<u32> = hits
         .iter()
@@ -110,6 +124,11 @@ trait Source {
     /// expunged meanwhile from what the store keeps of them; absent once purged.
     async fn rows(&self, uids: &[u32]) -> CmdResult<Vec<MessageMeta>>;
     async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError>;
+    /// The UIDs of the mailbox's messages whose indexed header `name` contains `needle`
+    /// (ASCII case ignored), from the CPM header index.
+    async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>>;
+    /// The UIDs the store has expunged after MODSEQ `since` (and so no longer indexes).
+    async fn expunged_since(&self, since: u64) -> CmdResult<Vec<u32>>;
 }
 
 /// The selected mailbox in the store.
@@ -127,6 +146,50 @@ impl Source for StoreSource<'_> {
     async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
         self.store.blob(self.account, hash).await
     }
+
+    async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>> {
+        Ok(self
+            .store
+            .uids_by_header_containing(self.account, self.mailbox, name, needle)
+            .await?)
+    }
+
+    async fn expunged_since(&self, since: u64) -> CmdResult<Vec<u32>> {
+        Ok(self
+            .store
+            .expunged_since(self.account, self.mailbox, since, None)
+            .await?)
+    }
+}
+
+/// Answers the query's CPM header keys from the index: each [`Query::CpmHeader`]
+/// becomes a [`Query::Indexed`] holding the UIDs found. Messages of the view the store
+/// has expunged meanwhile are not in the index; for those the key reads their kept
+/// content (see [`run`]).
+async fn resolve_index(source: &impl Source, view: &MailboxView, query: Query) -> CmdResult<Query> {
+    let mut keys = Vec::new();
+    query.cpm_keys(&mut keys);
+    if keys.is_empty() {
+        return Ok(query);
+    }
+    let mut found = Vec::with_capacity(keys.len());
+    for (name, needle) in keys {
+        let hits = source.indexed(name, &needle).await?;
+        found.push(((name, needle), std::sync::Arc::new(hits)));
+    }
+    // Still shown but expunged: deferred expunges the view knows of, and those after
+    // the MODSEQ it has caught up to (a few tombstones, not the mailbox's history).
+    let mut unsure: Vec<u32> = source
+        .expunged_since(view.modseq)
+        .await?
+        .into_iter()
+        .filter(|&uid| view.seq_of(uid).is_some())
+        .collect();
+    unsure.extend(view.pending_expunges());
+    unsure.sort_unstable();
+    unsure.dedup();
+    let unsure = std::sync::Arc::new(unsure);
+    Ok(query.with_index(&found, &unsure))
 }
 
 /// The `(sequence number, UID)` of every message of the view that matches, ascending.
@@ -147,6 +210,15 @@ async fn run(
         seq: view.exists(),
         uid: view.last_uid(),
     };
+    // The common CPM search, one indexed key alone: its hits are the answer.
+    if let Query::Indexed { hits, unsure, .. } = query
+        && unsure.is_empty()
+    {
+        return Ok(hits
+            .iter()
+            .filter_map(|&uid| view.seq_of(uid).map(|seq| (seq, uid)))
+            .collect());
+    }
     let no_flags = Flags::default();
     let mut hits: Vec<(u32, u32)> = Vec::new();
     let mut undecided: Vec<u32> = Vec::new();
@@ -246,9 +318,25 @@ pub enum Query {
     Address(&'static str, Needle),
     /// A header field contains the needle; an empty needle asks only that it exists.
     Header(String, Needle),
+    /// An indexed CPM header (lower-case name) has a value that contains the needle,
+    /// ASCII case ignored (the needle is in ASCII lower case, not empty); see the
+    /// module's documentation. Answered by reading the content until
+    /// [`resolve_index`] makes it an [`Query::Indexed`].
+    CpmHeader(&'static str, String),
+    /// A [`Query::CpmHeader`] answered by the index: `hits` are the UIDs it found
+    /// (ascending); for the UIDs in `unsure` (expunged meanwhile, ascending) `scan`
+    /// reads the content instead.
+    Indexed {
+        hits: std::sync::Arc<Vec<u32>>,
+        unsure: std::sync::Arc<Vec<u32>>,
+        scan: Box<Query>,
+    },
     Body(Needle),
     Text(Needle),
 }
+
+/// One CPM header key, (name, needle), and the UIDs the index found for it.
+type IndexAnswer = ((&'static str, String), std::sync::Arc<Vec<u32>>);
 
 /// How a date key compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,7 +459,14 @@ impl Query {
             K::Header(name, s) => {
                 let name = std::str::from_utf8(name.as_ref())
                     .map_err(|_| CmdError::bad("Header field name is not valid UTF-8."))?;
-                Query::Header(name.to_string(), Needle::new(s)?)
+                let needle = std::str::from_utf8(s.as_ref())
+                    .map_err(|_| CmdError::bad("Search string is not valid UTF-8."))?;
+                match cpmstore_storage::cpm::indexed_name(name) {
+                    Some(indexed) if !needle.is_empty() => {
+                        Query::CpmHeader(indexed, needle.to_ascii_lowercase())
+                    }
+                    _ => Query::Header(name.to_string(), Needle::new(s)?),
+                }
             }
             K::Body(s) => Query::Body(Needle::new(s)?),
             K::Text(s) => Query::Text(Needle::new(s)?),
@@ -399,6 +494,55 @@ impl Query {
         Query::Not(Box::new(q))
     }
 
+    /// The (name, needle) of every CPM header key, each once.
+    fn cpm_keys(&self, out: &mut Vec<(&'static str, String)>) {
+        match self {
+            Query::CpmHeader(name, needle)
+                if !out.iter().any(|(n, v)| n == name && v == needle) =>
+            {
+                out.push((name, needle.clone()));
+            }
+            Query::And(qs) => qs.iter().for_each(|q| q.cpm_keys(out)),
+            Query::Or(a, b) => {
+                a.cpm_keys(out);
+                b.cpm_keys(out);
+            }
+            Query::Not(q) => q.cpm_keys(out),
+            _ => {}
+        }
+    }
+
+    /// The query with each CPM header key answered by `found` (from [`cpm_keys`]).
+    fn with_index(self, found: &[IndexAnswer], unsure: &std::sync::Arc<Vec<u32>>) -> Query {
+        match self {
+            Query::CpmHeader(name, needle) => {
+                match found.iter().find(|((n, v), _)| *n == name && *v == needle) {
+                    Some((_, hits)) => Query::Indexed {
+                        hits: hits.clone(),
+                        unsure: unsure.clone(),
+                        scan: Box::new(Query::CpmHeader(name, needle)),
+                    },
+                    None => Query::CpmHeader(name, needle),
+                }
+            }
+            Query::And(qs) => {
+                let mut qs: Vec<Query> = qs
+                    .into_iter()
+                    .map(|q| q.with_index(found, unsure))
+                    .collect();
+                qs.sort_by_key(Query::cost);
+                Query::And(qs)
+            }
+            Query::Or(a, b) => {
+                let (a, b) = (a.with_index(found, unsure), b.with_index(found, unsure));
+                let (a, b) = if b.cost() < a.cost() { (b, a) } else { (a, b) };
+                Query::Or(Box::new(a), Box::new(b))
+            }
+            Query::Not(q) => Query::not(q.with_index(found, unsure)),
+            other => other,
+        }
+    }
+
     fn cost(&self) -> Cost {
         match self {
             Query::All
@@ -407,9 +551,12 @@ impl Query {
             | Query::Flag(_)
             | Query::Keyword(_)
             | Query::Recent
-            | Query::ModSeq(_) => Cost::View,
+            | Query::ModSeq(_)
+            | Query::Indexed { .. } => Cost::View,
             Query::Larger(_) | Query::Smaller(_) | Query::Internal(..) => Cost::Row,
-            Query::Sent(..) | Query::Address(..) | Query::Header(..) => Cost::Headers,
+            Query::Sent(..) | Query::Address(..) | Query::Header(..) | Query::CpmHeader(..) => {
+                Cost::Headers
+            }
             Query::Body(_) | Query::Text(_) => Cost::Content,
             Query::And(qs) => qs.iter().map(Query::cost).max().unwrap_or(Cost::View),
             Query::Or(a, b) => a.cost().max(b.cost()),
@@ -555,6 +702,16 @@ pub fn decide(query: &Query, msg: &MessageContext<'_>) -> Option<bool> {
         }
         Query::Address(field, needle) => Some(msg.content.as_ref()?.address_matches(field, needle)),
         Query::Header(field, needle) => Some(msg.content.as_ref()?.header_matches(field, needle)),
+        Query::CpmHeader(name, needle) => {
+            Some(msg.content.as_ref()?.cpm_header_matches(name, needle))
+        }
+        Query::Indexed { hits, unsure, scan } => {
+            if unsure.binary_search(&msg.uid).is_ok() {
+                decide(scan, msg)
+            } else {
+                Some(hits.binary_search(&msg.uid).is_ok())
+            }
+        }
         Query::Body(needle) => Some(needle.found_in_folded(msg.content.as_ref()?.body_text())),
         Query::Text(needle) => {
             let content = msg.content.as_ref()?;
@@ -631,6 +788,13 @@ impl<'a> Content<'a> {
             .iter()
             .filter(|h| h.name.as_str().eq_ignore_ascii_case(field))
             .any(|h| needle.found_in(&decoded_value(msg, h)))
+    }
+
+    /// The index's definition of a CPM header key (see the module's documentation).
+    fn cpm_header_matches(&self, name: &str, needle: &str) -> bool {
+        cpmstore_storage::cpm::indexed_headers(self.raw)
+            .iter()
+            .any(|(n, v)| *n == name && v.to_ascii_lowercase().contains(needle))
     }
 
     fn address_matches(&self, field: &str, needle: &Needle) -> bool {
@@ -1325,6 +1489,32 @@ nested body words\r\n\
                 .collect())
         }
 
+        async fn indexed(&self, name: &str, needle: &str) -> CmdResult<Vec<u32>> {
+            // What the store's index holds for these messages.
+            Ok(self
+                .rows
+                .iter()
+                .filter(|(_, raw)| {
+                    cpmstore_storage::cpm::indexed_headers(raw)
+                        .iter()
+                        .any(|(n, v)| {
+                            *n == name
+                                && v.to_ascii_lowercase()
+                                    .contains(&needle.to_ascii_lowercase())
+                        })
+                })
+                .map(|(m, _)| m.uid)
+                .collect())
+        }
+
+        async fn expunged_since(&self, _since: u64) -> CmdResult<Vec<u32>> {
+            // The fake keeps no tombstones: what a view still shows and the fake lacks
+            // was expunged.
+            Ok((1..2000)
+                .filter(|u| !self.rows.iter().any(|(m, _)| m.uid == *u))
+                .collect())
+        }
+
         async fn blob(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
             self.blob_reads.borrow_mut().push(hash.to_string());
             match hash {
@@ -1504,6 +1694,211 @@ nested body words\r\n\
         let ctx = MessageContext::new(1, 1, &flags, false, LAST).with_meta(&meta);
         assert!(!matches(&query("ON 2-Mar-2024"), &ctx));
         assert!(matches(&query("NOT ON 2-Mar-2024"), &ctx));
+    }
+    /// Messages with CPM headers of every shape the index and the scan could read
+    /// differently: folded lines, LIKE's special characters, non-ASCII, an encoded word,
+    /// two values of one header, none at all.
+    const CPM_MESSAGES: &[&str] = &[
+        "Conversation-ID: F3C1-aaa\r\nContribution-ID: s1\r\nIMDN-Message-ID: Xk2mQ7rT0a9LpZ3c\r\n\r\nIMDN-Message-ID: body\r\n",
+        "Conversation-ID: f3c1-aaa\r\nIMDN-Message-ID: abc_%\\x\r\n\r\nx\r\n",
+        "IMDN-Message-ID: long\r\n part\r\nInReplyTo-Contribution-ID: s1\r\n\r\nx\r\n",
+        "imdn-message-id: \u{c4}\u{d6}x\r\nContribution-ID: S1\r\nContribution-ID: s2\r\n\r\nx\r\n",
+        "Subject: plain\r\n\r\nConversation-ID: f3c1\r\n",
+        "IMDN-Message-ID: =?utf-8?q?enc?=\r\nIMDN-Message-ID:\r\n\r\nx\r\n",
+    ];
+
+    /// The index path gives exactly what reading every message gives, for every CPM
+    /// name, through the real store: equal, prefix, infix, case, LIKE wildcards,
+    /// non-ASCII, whole and partial values, in combination with other keys; and the
+    /// common search reads no content at all.
+    #[tokio::test]
+    async fn index_and_scan_agree() {
+        let (_dir, h) = crate::imap::testing::harness().await;
+        let store = h.ctx().store.clone();
+        let account = h.account().id;
+        let mailbox = store
+            .create_mailbox(
+                account,
+                cpmstore_storage::NewMailbox {
+                    name: "RCSMessageStore/f3c1-aaa".into(),
+                    special_use: None,
+                    subscribed: false,
+                },
+            )
+            .await
+            .unwrap();
+        for raw in CPM_MESSAGES {
+            store
+                .append(
+                    account,
+                    mailbox.id,
+                    cpmstore_storage::NewMessage {
+                        content: raw.as_bytes().to_vec(),
+                        flags: Flags::default(),
+                        internal_date: None,
+                        internal_date_tz: 0,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let metas: Vec<MessageMeta> = futures::TryStreamExt::try_collect(store.fetch(
+            account,
+            mailbox.id,
+            &[cpmstore_storage::UidRange::all()],
+        ))
+        .await
+        .unwrap();
+        let mb = store
+            .mailbox(account, "RCSMessageStore/f3c1-aaa")
+            .await
+            .unwrap();
+        let view = MailboxView::new(mb, false, metas, 0..0, vec![]);
+        let source = StoreSource {
+            store: store.as_ref(),
+            account,
+            mailbox: mailbox.id,
+        };
+        let needles = [
+            "Xk2mQ7rT0a9LpZ3c",
+            "xk2m",
+            "0A9l",
+            "3c",
+            "c",
+            "_",
+            "%",
+            "_%",
+            "\\\\",
+            "abc_%\\\\x",
+            "long part",
+            "long",
+            "part",
+            "\u{e4}",
+            "\u{c4}\u{d6}X",
+            "x",
+            "=?",
+            "enc",
+            "s1",
+            "S",
+            "s2",
+            "f3c1",
+            "F3C1-AAA",
+            "f3c1-aaa-",
+            "zzz",
+            "a",
+            "-",
+            " ",
+        ];
+        let names = [
+            "Conversation-ID",
+            "contribution-id",
+            "InReplyTo-Contribution-ID",
+            "IMDN-Message-ID",
+        ];
+        let mut found_any = 0;
+        for name in names {
+            for needle in needles {
+                for keys in [
+                    format!("HEADER {name} \"{needle}\""),
+                    format!("NOT HEADER {name} \"{needle}\""),
+                    format!("OR HEADER {name} \"{needle}\" UID 2"),
+                    format!("HEADER {name} \"{needle}\" HEADER IMDN-Message-ID x"),
+                ] {
+                    let compiled = query(&keys);
+                    let scanned = run(&source, &view, &compiled).await.unwrap();
+                    let indexed = resolve_index(&source, &view, compiled).await.unwrap();
+                    assert!(
+                        matches!(
+                            &indexed,
+                            Query::Indexed { .. } | Query::Not(_) | Query::Or(..) | Query::And(_)
+                        ),
+                        "{keys}: {indexed:?}"
+                    );
+                    let answered = run(&source, &view, &indexed).await.unwrap();
+                    assert_eq!(answered, scanned, "{keys}");
+                    found_any += usize::from(!answered.is_empty());
+                }
+            }
+        }
+        assert!(found_any > 50, "the needles find something: {found_any}");
+        // Spot checks of what the definition gives.
+        let uids = |keys: &str| {
+            let q = query(keys);
+            let source = &source;
+            let view = &view;
+            async move {
+                let q = resolve_index(source, view, q).await.unwrap();
+                run(source, view, &q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, uid)| uid)
+                    .collect::<Vec<u32>>()
+            }
+        };
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID xk2mq7rt0a9lpzc3c").await,
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID XK2MQ7RT0A9LPZ3C").await,
+            vec![1]
+        );
+        assert_eq!(uids("HEADER IMDN-Message-ID 9lpz").await, vec![1]);
+        assert_eq!(uids("HEADER IMDN-Message-ID \"_%\"").await, vec![2]);
+        assert_eq!(uids("HEADER IMDN-Message-ID \"long part\"").await, vec![3]);
+        assert_eq!(uids("HEADER Contribution-ID s2").await, vec![4]);
+        assert_eq!(uids("HEADER Conversation-ID f3c1").await, vec![1, 2]);
+        assert_eq!(uids("HEADER IMDN-Message-ID body").await, Vec::<u32>::new());
+        // Not decoded: CPM ids are tokens.
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID \"=?utf-8?q?enc\"").await,
+            vec![6]
+        );
+        // The empty string: every message with the header (the ordinary scan), the
+        // empty one included.
+        assert_eq!(
+            uids("HEADER IMDN-Message-ID \"\"").await,
+            vec![1, 2, 3, 4, 6]
+        );
+
+        // Another session expunges message 1; this view still shows it (and no longer
+        // the index): it is searched from its kept content, as the scan does.
+        store
+            .store_flags(
+                account,
+                mailbox.id,
+                &[cpmstore_storage::UidRange::one(1)],
+                cpmstore_storage::FlagOp::Add,
+                &Flags {
+                    system: SystemFlags(SystemFlags::DELETED),
+                    keywords: vec![],
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        store.expunge(account, mailbox.id, None).await.unwrap();
+        assert!(
+            store
+                .uids_by_header_containing(account, mailbox.id, "IMDN-Message-ID", "xk2m")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for keys in [
+            "HEADER IMDN-Message-ID xk2m",
+            "NOT HEADER IMDN-Message-ID xk2m",
+        ] {
+            let scanned = run(&source, &view, &query(keys)).await.unwrap();
+            let indexed = resolve_index(&source, &view, query(keys)).await.unwrap();
+            assert_eq!(
+                run(&source, &view, &indexed).await.unwrap(),
+                scanned,
+                "{keys}"
+            );
+        }
+        assert_eq!(uids("HEADER IMDN-Message-ID xk2m").await, vec![1]);
     }
 }
 

@@ -19,6 +19,7 @@ use imap_codec::imap_types::response::{Code, Data};
 use cpmstore_storage::UidRange;
 
 use super::args::mailbox_name;
+use crate::cpm::READ_REPORT_SENT;
 use crate::imap::connection::{Connection, SessionStream};
 use crate::imap::error::{CmdError, CmdResult, Done};
 use crate::imap::mailbox_view::{MailboxView, uid_set_ranges};
@@ -118,7 +119,13 @@ async fn open<S: SessionStream>(
         Err(cpmstore_storage::Error::NotFound(_)) => return Err(CmdError::nonexistent()),
         Err(e) => return Err(e.into()),
     };
-    let keywords = store.mailbox_keywords(user.id, mb.id).await?;
+    let mut keywords = store.mailbox_keywords(user.id, mb.id).await?;
+    // `\read-report-sent` (INTERFACES.md 9.4) is in FLAGS and PERMANENTFLAGS where
+    // `[cpm] read_report_flag` is on, and never named where it is off.
+    keywords.retain(|k| k != READ_REPORT_SENT);
+    if s.ctx.cpm.read_report_flag {
+        keywords.insert(0, READ_REPORT_SENT.to_owned());
+    }
     // The initial snapshot: every message's UID and flags (no bodies).
     let messages: Vec<_> = store
         .fetch(user.id, mb.id, &[UidRange::all()])

@@ -29,7 +29,7 @@ pub async fn store<S: SessionStream>(
     uid: bool,
     modifiers: &[StoreModifier],
 ) -> CmdResult {
-    let flags = to_flags(flags)?;
+    let flags = to_flags(flags, s.ctx.cpm.read_report_flag)?;
     let unchanged_since = modifiers
         .iter()
         .map(|m| match m {
@@ -153,8 +153,76 @@ fn finish(modified: &[u32]) -> CmdResult {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::CpmConfig;
     use crate::imap::harness::Start;
-    use crate::imap::testing::table;
+    use crate::imap::testing::{table, table_cpm};
+
+    /// `\read-report-sent` (`[cpm] read_report_flag`, on by default) is kept like any
+    /// flag and named in FLAGS / PERMANENTFLAGS; where it is off it is refused and never
+    /// named.
+    #[tokio::test]
+    async fn read_report_sent() {
+        table_cpm(
+            CpmConfig::default(),
+            Start::Selected { read_only: false },
+            &[(
+                &[
+                    "a STORE 1 +FLAGS (\\Read-Report-Sent)",
+                    "b FETCH 1 (FLAGS)",
+                    "c UID STORE 2 FLAGS.SILENT (\\read-report-sent $MDNSent)",
+                    "d SELECT INBOX",
+                    "e FETCH 1:2 (FLAGS)",
+                ],
+                &[
+                    "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important \\read-report-sent)",
+                    "* OK [PERMANENTFLAGS (...\\read-report-sent \\*)] Flags permitted.",
+                    "* 1 FETCH (FLAGS (\\Seen \\read-report-sent))",
+                    "a OK Store completed.",
+                    "* 1 FETCH (FLAGS (\\Seen \\read-report-sent))",
+                    "b OK Fetch completed.",
+                    "* FLAGS (...$MDNSent)",
+                    "* OK [PERMANENTFLAGS (...",
+                    "c OK Store completed.",
+                    "* OK [CLOSED] Previous mailbox closed.",
+                    "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\read-report-sent $Important $MDNSent)",
+                    "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\read-report-sent $Important $MDNSent \\*)] Flags permitted.",
+                    "* 3 EXISTS",
+                    "* 0 RECENT",
+                    "* OK [UNSEEN ...",
+                    "* OK [UIDVALIDITY ...",
+                    "* OK [UIDNEXT 4] Predicted next UID.",
+                    "d OK [READ-WRITE] Select completed.",
+                    "* 1 FETCH (FLAGS (\\Seen \\read-report-sent))",
+                    "* 2 FETCH (FLAGS ($MDNSent \\read-report-sent))",
+                    "e OK Fetch completed.",
+                ],
+            )],
+        )
+        .await;
+        let off = CpmConfig {
+            read_report_flag: false,
+            ..CpmConfig::default()
+        };
+        table_cpm(
+            off,
+            Start::Authenticated,
+            &[(
+                &["a SELECT INBOX", "b STORE 1 +FLAGS (\\read-report-sent)"],
+                &[
+                    "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important)",
+                    "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Important \\*)] Flags permitted.",
+                    "* 3 EXISTS",
+                    "* 0 RECENT",
+                    "* OK [UNSEEN ...",
+                    "* OK [UIDVALIDITY ...",
+                    "* OK [UIDNEXT 4] Predicted next UID.",
+                    "a OK [READ-WRITE] Select completed.",
+                    "b BAD Invalid system flag.",
+                ],
+            )],
+        )
+        .await;
+    }
 
     #[tokio::test]
     async fn store_flags() {
