@@ -425,11 +425,19 @@ fn orange_flow(storage_url: Option<String>) {
     assert!(after[&conversation].highestmodseq > since);
     assert_eq!(after[&session], folders[&session]);
 
-    // Orange's own layout: a `Default` root the client makes, listed the same way.
-    let one_to_one = "Default/tel:+15550100";
+    // Orange's one-to-one layout, a folder per peer that the client makes, under the
+    // root (outside it the folder rules refuse it: an operator whose clients use
+    // `Default` sets `[cpm] root = "Default"`), listed the same way.
+    let outside = c.command(&format!("CREATE {}", quote("Default/tel:+15550100")));
+    assert!(
+        outside.status.starts_with("NO [CANNOT]"),
+        "{:?}",
+        outside.status
+    );
+    let one_to_one = &format!("{ROOT}/tel:+15550100");
     c.command(&format!("CREATE {}", quote(one_to_one))).ok();
     c.append(one_to_one, "\\Seen", &chat).ok();
-    let default = list_status(&mut c, "Default/*");
+    let default = list_status(&mut c, &format!("{ROOT}/tel:*"));
     assert_eq!(default.keys().collect::<Vec<_>>(), [one_to_one]);
     assert_eq!(default[one_to_one].messages, 1);
     assert_eq!(default[one_to_one].uidnext, 2);
