@@ -252,7 +252,7 @@ pub async fn deposit(
     if content.len() > limit {
         return Err(too_large(limit));
     }
-    let content = crate::imap::command::append::crlf(content);
+    let content = crate::message::crlf(content);
     if content.len() > limit {
         return Err(too_large(limit));
     }

@@ -17,6 +17,7 @@
 //! - `serve`: `cpmstore serve`: storage, listeners, connection limits, and the graceful
 //!   shutdown (one `CancellationToken`, one `TaskTracker` of connections).
 //! - `metrics`: the Prometheus metrics every part counts into.
+//! - `message`: what every way in does to a message before storing it (CRLF).
 //! - `log_bridge`: records of `log`-facade crates (rustls) into tracing.
 //!
 //! Arrows point one way: `main -> serve -> imap/ingress/http/sip -> push/admin ->
@@ -33,6 +34,7 @@ pub mod http;
 pub mod imap;
 pub mod ingress;
 pub mod log_bridge;
+pub mod message;
 pub mod metrics;
 pub mod net;
 pub mod push;

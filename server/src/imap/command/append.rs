@@ -33,7 +33,7 @@ pub async fn append<S: SessionStream>(
     let account = login.user.id;
     let name = mailbox_name(mailbox)?;
     let flags = to_flags(&flags, s.ctx.cpm.read_report_flag)?;
-    let content = crlf(match message {
+    let content = crate::message::crlf(match message {
         LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
         LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
     });
@@ -83,54 +83,6 @@ pub async fn append<S: SessionStream>(
         )),
         // Not reached: a stored message has a UID, its mailbox a UIDVALIDITY.
         _ => Ok(Done::text("Append completed.")),
-    }
-}
-
-/// The message with every bare LF made CRLF (a CR alone is left as it is). Content
-/// that has none comes back as it was, without a copy.
-pub fn crlf(content: Vec<u8>) -> Vec<u8> {
-    let bare = content
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' && (i == 0 || content[i - 1] != b'\r'))
-        .count();
-    if bare == 0 {
-        return content;
-    }
-    let mut out = Vec::with_capacity(content.len() + bare);
-    let mut prev = 0u8;
-    for &b in &content {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::crlf;
-
-    #[test]
-    fn bare_line_feeds_become_crlf() {
-        let cases: [(&[u8], &[u8]); 6] = [
-            (b"", b""),
-            (b"a\r\nb\r\n", b"a\r\nb\r\n"),
-            (b"a\nb\n", b"a\r\nb\r\n"),
-            (b"\nx", b"\r\nx"),
-            (b"mixed\r\nand\nbare\n\n", b"mixed\r\nand\r\nbare\r\n\r\n"),
-            (b"lone\rcr\r\n", b"lone\rcr\r\n"),
-        ];
-        for (given, want) in cases {
-            assert_eq!(
-                crlf(given.to_vec()),
-                want,
-                "{:?}",
-                String::from_utf8_lossy(given)
-            );
-        }
     }
 }
 
