@@ -515,6 +515,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxStream<'a, Result<MessageMeta>>;
     /// The content of a blob.
     async fn blob(&self, account: AccountId, hash: &str) -> Result<Vec<u8>>;
+    /// The contents of several blobs in one round trip, as `(hash, content)` in no
+    /// particular order; a hash with no blob is left out. The caller bounds how many
+    /// bytes it asks for at once (the messages' sizes are in their rows).
+    async fn blobs(&self, account: AccountId, hashes: &[&str]) -> Result<Vec<(String, Vec<u8>)>>;
     /// Changes flags; returns the messages changed, with their new flags and modseq.
     /// `unchanged_since` (CONDSTORE) skips messages whose modseq is greater.
     ///

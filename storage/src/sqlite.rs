@@ -35,9 +35,19 @@ pub(crate) async fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Sto
     };
 
     let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
-    let pragmas = format!("PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON;");
+    // synchronous = NORMAL: in WAL mode a commit is written to the WAL (the OS has it
+    // before COMMIT returns) but not fsynced; the WAL is fsynced at each checkpoint. A
+    // committed write survives the process being killed (kill -9, a crash), not a power
+    // loss or kernel crash, which may take the last commits since the checkpoint
+    // (docs/benchmarks.md has the figures; `FULL` fsyncs every commit, ~4 ms here).
+    let pragmas = format!(
+        "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;"
+    );
     let mut pool = AnyPoolOptions::new()
         .max_connections(options.max_connections.max(1))
+        // A SQLite connection is a file handle in this process, not a socket that can
+        // break: no round trip to its worker thread to test it at every acquire.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             let pragmas = pragmas.clone();
             Box::pin(async move {

@@ -26,8 +26,12 @@ fn run(exe: &str, args: &[&str]) -> String {
 
 #[test]
 fn imap_bench_runs() {
-    let out = run(env!("CARGO_BIN_EXE_imap-bench"), &["2", "1", "60"]);
+    let out = run(
+        env!("CARGO_BIN_EXE_imap-bench"),
+        &["2", "1", "60", "2", "1"],
+    );
     assert!(out.contains("APPEND"), "{out}");
+    assert!(out.contains("memory after load: server RSS"), "{out}");
     assert!(
         out.contains("memory: server RSS") && out.contains("60 idle authenticated"),
         "{out}"

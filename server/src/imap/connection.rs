@@ -159,15 +159,21 @@ impl<S: SessionStream> Connection<S> {
     }
 
     /// Takes what the change bus carried; returns whether any of it may concern
-    /// `selected` (account and mailbox), or the bus lagged.
-    pub fn drain_changes(&mut self, selected: Option<(AccountId, MailboxId)>) -> bool {
+    /// `selected` (account, mailbox, and the MODSEQ its view has caught up to), or the
+    /// bus lagged. A change of the mailbox at or below that MODSEQ is already in the
+    /// view (a catch-up reads everything up to the HIGHESTMODSEQ it read, and a
+    /// session's own write, applied to its view, moves it): it needs no re-read.
+    pub fn drain_changes(&mut self, selected: Option<(AccountId, MailboxId, u64)>) -> bool {
         let mut relevant = false;
         loop {
             match self.changes.try_recv() {
                 Ok(change) => {
-                    if let Some((account, mailbox)) = selected
+                    if let Some((account, mailbox, known)) = selected
                         && change.account == account
-                        && change.mailbox.is_none_or(|m| m == mailbox)
+                        && match change.mailbox {
+                            None => true,
+                            Some(m) => m == mailbox && change.modseq > known,
+                        }
                     {
                         relevant = true;
                     }

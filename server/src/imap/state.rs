@@ -168,7 +168,8 @@ impl Selected {
         login: &Login,
         allow_expunge: bool,
     ) -> CmdResult<()> {
-        self.dirty |= c.drain_changes(Some(self.ids()));
+        let (account, mailbox) = self.ids();
+        self.dirty |= c.drain_changes(Some((account, mailbox, self.view.modseq)));
         let view = &mut self.view;
         if !self.dirty {
             if allow_expunge {

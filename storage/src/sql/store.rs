@@ -20,6 +20,9 @@ use super::rows::{
 };
 use super::{PURGE_BATCH, SYSTEM_MASK, SqlStore};
 use crate::changes::ChangeBus;
+
+/// Hashes [`Store::blobs`] asks for in one statement.
+const BLOBS_PER_QUERY: usize = 64;
 use crate::{
     Account, AccountId, AccountStatus, Appended, ConditionalStore, Copied, CredentialRecord, Error,
     FlagOp, Flags, Mailbox, MailboxChanges, MailboxCounts, MailboxId, MessageMeta, MetadataDepth,
@@ -355,6 +358,40 @@ impl Store for SqlStore {
             .map_err(|e| self.map_err(e))?
             .ok_or_else(|| Error::NotFound(format!("blob {hash}")))?;
         row.try_get(0).map_err(map_sqlx)
+    }
+
+    async fn blobs(&self, account: AccountId, hashes: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut wanted: Vec<&str> = hashes.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut out = Vec::with_capacity(wanted.len());
+        // A bounded number of placeholders per statement.
+        for part in wanted.chunks(BLOBS_PER_QUERY) {
+            let mut sql =
+                String::from("SELECT hash, data FROM blobs WHERE account_id = $1 AND hash IN (");
+            for i in 0..part.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", i + 2));
+            }
+            sql.push(')');
+            let mut query = sqlx::query(&sql).bind(account.0);
+            for hash in part {
+                query = query.bind(*hash);
+            }
+            let rows = query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.map_err(e))?;
+            for row in rows {
+                out.push((
+                    row.try_get(0).map_err(map_sqlx)?,
+                    row.try_get(1).map_err(map_sqlx)?,
+                ));
+            }
+        }
+        Ok(out)
     }
 
     async fn store_flags(

@@ -3,10 +3,14 @@
 //! printing operations per second; then the server's resident memory with 1,000 idle
 //! authenticated connections.
 //!
+//! Then the same load ROUNDS more times, each followed by SETTLE seconds of idle: it
+//! exits 1 if the server's RSS after the last is more than twice what it was after the
+//! first (memory that does not come back).
+//!
 //! Usage (build the server in release first):
 //!   cargo build --release -p cpmstore-server
-//!   cargo run --release -p cpmstore-tests --bin imap-bench -- [CLIENTS] [SECONDS] [IDLE_CONNECTIONS]
-//! Defaults: 32 clients, 10 seconds, 1000 idle connections.
+//!   cargo run --release -p cpmstore-tests --bin imap-bench -- [CLIENTS] [SECONDS] [IDLE_CONNECTIONS] [ROUNDS] [SETTLE]
+//! Defaults: 32 clients, 10 seconds, 1000 idle connections, 3 rounds, 10 seconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is a failed run
 
@@ -132,6 +136,8 @@ fn main() {
     let clients: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let idle: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let rounds: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let settle: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(10);
 
     let server = Server::start_with(ServerOptions {
         extra_config: format!(
@@ -153,40 +159,10 @@ fn main() {
     let counters = Arc::new(Counters::default());
 
     // Phase 1: throughput.
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let pid = server.pid();
+    let at_start = rss_kib(pid);
     let started = Instant::now();
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for i in 0..clients {
-            let counters = counters.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut c = connect(addr, &format!("user{i}")).await;
-                counters.login.fetch_add(1, Ordering::Relaxed);
-                c.cmd("SELECT INBOX").await;
-                counters.select.fetch_add(1, Ordering::Relaxed);
-                while Instant::now() < deadline {
-                    for _ in 0..4 {
-                        c.append().await;
-                        counters.append.fetch_add(1, Ordering::Relaxed);
-                    }
-                    c.cmd("NOOP").await;
-                    c.cmd("FETCH 1:* (FLAGS UID RFC822.SIZE)").await;
-                    c.cmd("FETCH 1 (BODY.PEEK[] BODYSTRUCTURE ENVELOPE)").await;
-                    counters.fetch.fetch_add(2, Ordering::Relaxed);
-                    c.cmd("STORE 1:2 +FLAGS.SILENT (\\Seen \\Deleted)").await;
-                    counters.store.fetch_add(1, Ordering::Relaxed);
-                    c.cmd("EXPUNGE").await;
-                    counters.expunge.fetch_add(1, Ordering::Relaxed);
-                    c.cmd("SELECT INBOX").await;
-                    counters.select.fetch_add(1, Ordering::Relaxed);
-                }
-                c.cmd("LOGOUT").await;
-            }));
-        }
-        for t in tasks {
-            t.await.expect("client task");
-        }
-    });
+    rt.block_on(load(addr, clients, seconds, counters.clone()));
     let elapsed = started.elapsed().as_secs_f64();
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let total = get(&counters.login)
@@ -216,7 +192,6 @@ fn main() {
     );
 
     // Phase 2: memory with idle authenticated connections.
-    let pid = server.pid();
     let before = rss_kib(pid);
     let conns = rt.block_on(async {
         let mut conns = Vec::with_capacity(idle);
@@ -243,4 +218,62 @@ fn main() {
         (after.saturating_sub(before)) as f64 / conns.len().max(1) as f64
     );
     drop(conns);
+
+    // Phase 3: memory comes back. The same load again, `rounds` times, each followed by
+    // `settle` seconds of idle: the RSS after the last must stay within 2x of the RSS
+    // after the first (it grew run after run with glibc's malloc).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut after_rounds = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        rt.block_on(load(addr, clients, seconds, Arc::new(Counters::default())));
+        std::thread::sleep(Duration::from_secs(settle));
+        after_rounds.push(rss_kib(pid));
+    }
+    println!(
+        "memory after load: server RSS {at_start} KiB at start, after each of {rounds} load runs and {settle} s idle: {after_rounds:?} KiB"
+    );
+    if let (Some(&first), Some(&last)) = (after_rounds.first(), after_rounds.last())
+        && last > 2 * first
+    {
+        eprintln!(
+            "memory grew run after run: {first} KiB after the first, {last} KiB after the last"
+        );
+        drop(server); // stops the server: `exit` runs no destructors
+        std::process::exit(1);
+    }
+}
+
+/// `clients` sessions doing SELECT / APPEND / FETCH / STORE / EXPUNGE for `seconds`.
+async fn load(addr: std::net::SocketAddr, clients: usize, seconds: u64, counters: Arc<Counters>) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let counters = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(addr, &format!("user{i}")).await;
+            counters.login.fetch_add(1, Ordering::Relaxed);
+            c.cmd("SELECT INBOX").await;
+            counters.select.fetch_add(1, Ordering::Relaxed);
+            while Instant::now() < deadline {
+                for _ in 0..4 {
+                    c.append().await;
+                    counters.append.fetch_add(1, Ordering::Relaxed);
+                }
+                c.cmd("NOOP").await;
+                c.cmd("FETCH 1:* (FLAGS UID RFC822.SIZE)").await;
+                c.cmd("FETCH 1 (BODY.PEEK[] BODYSTRUCTURE ENVELOPE)").await;
+                counters.fetch.fetch_add(2, Ordering::Relaxed);
+                c.cmd("STORE 1:2 +FLAGS.SILENT (\\Seen \\Deleted)").await;
+                counters.store.fetch_add(1, Ordering::Relaxed);
+                c.cmd("EXPUNGE").await;
+                counters.expunge.fetch_add(1, Ordering::Relaxed);
+                c.cmd("SELECT INBOX").await;
+                counters.select.fetch_add(1, Ordering::Relaxed);
+            }
+            c.cmd("LOGOUT").await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
 }

@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 
 use cpmstore_storage::{FlagOp, Flags, MessageMeta, SystemFlags};
@@ -41,6 +41,25 @@ use crate::imap::state::{Login, Selected};
 
 /// Messages asked of the store per round trip.
 const CHUNK: usize = 256;
+
+/// The most content bytes read from the store in one round trip (a larger message is
+/// read alone).
+const CONTENT_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How many of `metas` (at least one) have their contents read together: up to
+/// [`CONTENT_BATCH_BYTES`] by their sizes.
+fn content_batch(metas: &[MessageMeta]) -> usize {
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for meta in metas {
+        bytes = bytes.saturating_add(meta.size);
+        if n > 0 && bytes > CONTENT_BATCH_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
 
 /// Runs FETCH (`uid` false) or UID FETCH.
 pub async fn fetch<S: SessionStream>(
@@ -152,44 +171,60 @@ pub async fn fetch<S: SessionStream>(
         let metas = read_rows(store.as_ref(), account, mailbox, chunk).await?;
         // Expunged by someone else and its content since deleted.
         missing |= metas.len() < chunk.len();
-        for meta in metas {
-            let view = &selected.view;
-            let known = (|| {
-                Some((
-                    view.seq_of(meta.uid)?,
-                    view.flags_of(meta.uid)?.clone(),
-                    view.is_recent(meta.uid),
-                    view.modseq_of(meta.uid)?,
-                ))
-            })();
-            let Some((seq, flags, recent, modseq)) = known else {
-                continue;
-            };
-            let raw = if request.needs_content {
-                match store.blob(account, &meta.blob).await {
-                    Ok(raw) => Some(raw),
-                    // Expunged and deleted between the row and its content: one vanished
-                    // message never cuts the answer short.
-                    Err(cpmstore_storage::Error::NotFound(_)) => {
-                        missing = true;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+        let mut rest = metas.as_slice();
+        while !rest.is_empty() {
+            // The contents of a batch of messages in one round trip, within a byte budget.
+            let n = if request.needs_content {
+                content_batch(rest)
             } else {
-                None
+                rest.len()
             };
-            let status = Status {
-                seq,
-                flags: &flags,
-                recent,
-                modseq,
-                flags_changed: now_seen.contains(&meta.uid),
-                condstore,
+            let (batch, tail) = rest.split_at(n);
+            rest = tail;
+            let contents: HashMap<String, Vec<u8>> = if request.needs_content {
+                let hashes: Vec<&str> = batch.iter().map(|m| m.blob.as_str()).collect();
+                store.blobs(account, &hashes).await?.into_iter().collect()
+            } else {
+                HashMap::new()
             };
-            let mut spliced = Vec::new();
-            request.write(&mut s.out, &mut spliced, &meta, &status, raw.as_deref());
-            write_spliced(s, spliced).await?;
+            for meta in batch {
+                let view = &selected.view;
+                let known = (|| {
+                    Some((
+                        view.seq_of(meta.uid)?,
+                        view.flags_of(meta.uid)?.clone(),
+                        view.is_recent(meta.uid),
+                        view.modseq_of(meta.uid)?,
+                    ))
+                })();
+                let Some((seq, flags, recent, modseq)) = known else {
+                    continue;
+                };
+                let raw = if request.needs_content {
+                    match contents.get(&meta.blob) {
+                        Some(raw) => Some(raw.as_slice()),
+                        // Expunged and deleted between the row and its content: one
+                        // vanished message never cuts the answer short.
+                        None => {
+                            missing = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let status = Status {
+                    seq,
+                    flags: &flags,
+                    recent,
+                    modseq,
+                    flags_changed: now_seen.contains(&meta.uid),
+                    condstore,
+                };
+                let mut spliced = Vec::new();
+                request.write(&mut s.out, &mut spliced, meta, &status, raw);
+                write_spliced(s, spliced).await?;
+            }
         }
     }
 

@@ -82,14 +82,24 @@ pub async fn store<S: SessionStream>(
     let condstore = login.condstore;
     let view = &mut selected.view;
     let mut changed_modseq = HashMap::with_capacity(changed.len());
+    // The MODSEQ this write took (all its rows share it); none if nothing changed.
+    let written = changed.first().map(|m| m.modseq);
     for meta in changed {
         changed_modseq.insert(meta.uid, meta.modseq);
         view.set_flags(meta.uid, meta.flags, meta.modseq);
     }
     // Catch up before answering: new keywords are announced (FLAGS, PERMANENTFLAGS)
     // before a FETCH shows them, and a message expunged meanwhile by another session
-    // (now pending) gets no FETCH.
-    selected.dirty = true;
+    // (now pending) gets no FETCH. If the write took the MODSEQ right after the one the
+    // view holds, nobody else wrote in between and the view now holds everything up to
+    // it: the store is not read again for this session's own change.
+    match written {
+        Some(modseq) if modseq == view.modseq + 1 => {
+            view.modseq = modseq;
+            view.announce_keywords(&mut s.out);
+        }
+        _ => selected.dirty = true,
+    }
     selected.catch_up(s, login, false).await?;
     let view = &selected.view;
     let mut responses = Vec::new();
