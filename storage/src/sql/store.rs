@@ -591,7 +591,7 @@ impl Store for SqlStore {
             return Err(Error::Invalid(format!("header {name:?} is not indexed")));
         };
         let folded = needle.to_ascii_lowercase();
-        let chars = i64::try_from(folded.chars().count())
+        let chars = i32::try_from(folded.chars().count())
             .map_err(|_| Error::Invalid("search string too long".into()))?;
         let mut pattern = String::with_capacity(folded.len() + 2);
         pattern.push('%');
@@ -602,26 +602,17 @@ impl Store for SqlStore {
             pattern.push(c);
         }
         pattern.push('%');
-        // One statement, two index searches: values equal to the needle by the value
-        // index (account, name, folded, mailbox, uid); longer values that contain it by
-        // the length index (account, mailbox, name, length(folded), folded, uid), its
-        // expression written exactly as indexed so that the planner uses it.
-        let rows = sqlx::query(
-            "SELECT uid FROM cpm_headers WHERE account_id = $1 AND name = $2 AND folded = $3 \
-             AND mailbox_id = $4 \
-             UNION ALL \
-             SELECT uid FROM cpm_headers WHERE account_id = $1 AND mailbox_id = $4 AND name = $2 \
-             AND length(folded) > CAST($5 AS INTEGER) AND folded LIKE $6 ESCAPE '\\'",
-        )
-        .bind(account.0)
-        .bind(name)
-        .bind(folded.as_str())
-        .bind(mailbox.0)
-        .bind(chars)
-        .bind(pattern)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.map_err(e))?;
+        // One statement, two index searches (see `HEADER_SEARCH_SQL`).
+        let rows = sqlx::query(crate::cpm::HEADER_SEARCH_SQL)
+            .bind(account.0)
+            .bind(name)
+            .bind(folded.as_str())
+            .bind(mailbox.0)
+            .bind(chars)
+            .bind(pattern)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.map_err(e))?;
         if rows.is_empty() {
             // Nothing found: say so only of a mailbox that exists.
             self.read_mailbox(account, mailbox)
